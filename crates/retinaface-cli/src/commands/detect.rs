@@ -1,0 +1,149 @@
+//! `retinaface detect PATH...`: faces of every photo as JSON, WIDER files or drawings.
+
+use crate::files::{self, Input};
+use crate::model::ModelArgs;
+use crate::output::{self, Record};
+use crate::progress;
+use anyhow::{Context, Result};
+use retinaface::{DetectOptions, Detector, Face};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Detection options shared by the commands that detect.
+#[derive(clap::Args, Debug, Clone)]
+pub struct DetectArgs {
+    /// Score threshold (default 0.5; WIDER files keep everything above 0.02 unless given).
+    #[arg(long)]
+    pub threshold: Option<f32>,
+    /// NMS IoU threshold.
+    #[arg(long, default_value_t = 0.4)]
+    pub nms: f32,
+    /// Candidates kept before NMS.
+    #[arg(long, default_value_t = 5000)]
+    pub top_k: usize,
+    /// Faces kept after NMS.
+    #[arg(long, default_value_t = 750)]
+    pub keep: usize,
+}
+
+impl DetectArgs {
+    /// Options with `threshold`, the rest from the flags.
+    pub fn options(&self, threshold: f32) -> DetectOptions {
+        DetectOptions {
+            threshold,
+            nms: self.nms,
+            top_k: self.top_k,
+            keep: self.keep,
+        }
+    }
+}
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Image files or folders (searched recursively).
+    #[arg(required = true)]
+    paths: Vec<PathBuf>,
+    /// Write a JSON array of records here (`-` for standard output).
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Write the photos with boxes and landmarks drawn into this folder.
+    #[arg(long)]
+    draw: Option<PathBuf>,
+    /// Write WIDER FACE prediction files (`<event>/<stem>.txt`) into this folder.
+    #[arg(long)]
+    wider: Option<PathBuf>,
+    #[command(flatten)]
+    detect: DetectArgs,
+    #[command(flatten)]
+    model: ModelArgs,
+}
+
+pub fn run(a: Args) -> Result<ExitCode> {
+    let shown_threshold = a.detect.threshold.unwrap_or(0.5);
+    let run_threshold = a
+        .detect
+        .threshold
+        .unwrap_or(if a.wider.is_some() { 0.02 } else { 0.5 });
+    let options = a.detect.options(run_threshold);
+    options.validate()?;
+    let detector = a.model.load_with_threads(a.model.threads())?;
+    let (inputs, mut failures) = files::collect(&a.paths, files::IMAGE_EXTENSIONS);
+    for (p, e) in &failures {
+        eprintln!("error: {}: {e}", p.display());
+    }
+    let bar = progress::bar(inputs.len(), "images");
+    let mut records = Vec::with_capacity(inputs.len());
+    let mut faces_total = 0;
+    for input in &inputs {
+        match process(&detector, input, &a, &options, shown_threshold) {
+            Ok(r) => {
+                faces_total += r.faces.len();
+                records.push(r);
+            }
+            Err(e) => {
+                bar.suspend(|| eprintln!("error: {e:#}"));
+                failures.push((input.path.clone(), format!("{e:#}")));
+            }
+        }
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    if let Some(target) = &a.json {
+        output::write_json(target, &records)?;
+    }
+    eprintln!(
+        "{} image(s), {} face(s) above {shown_threshold}{}",
+        records.len(),
+        faces_total,
+        if failures.is_empty() {
+            String::new()
+        } else {
+            format!(", {} failed", failures.len())
+        }
+    );
+    Ok(if failures.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+fn process(
+    detector: &Detector,
+    input: &Input,
+    a: &Args,
+    options: &DetectOptions,
+    shown: f32,
+) -> Result<Record> {
+    let img = retinaface::input::load_image(&input.path)?;
+    let faces = detector.detect(&img, options)?;
+    if let Some(dir) = &a.wider {
+        let path = dir
+            .join(input.event())
+            .join(format!("{}.txt", input.stem()));
+        output::write_wider(&path, &input.stem(), &faces)?;
+    }
+    let shown_faces: Vec<Face> = faces.into_iter().filter(|f| f.score > shown).collect();
+    if let Some(dir) = &a.draw {
+        let ext = input
+            .path
+            .extension()
+            .and_then(|e| e.to_str())
+            .unwrap_or("png")
+            .to_ascii_lowercase();
+        let path = input.output_path(dir, &ext);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("cannot create {}", parent.display()))?;
+        }
+        output::draw(&img, &shown_faces)
+            .save(&path)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    Ok(Record {
+        image: input.name.to_string_lossy().into_owned(),
+        width: img.width(),
+        height: img.height(),
+        faces: shown_faces,
+    })
+}

@@ -1,0 +1,47 @@
+//! The `retinaface` command line: detect, convert, bench, eval.
+
+mod commands;
+mod files;
+mod model;
+mod output;
+mod progress;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "retinaface",
+    version,
+    about = "RetinaFace face detection in pure Rust"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Detect faces in photos (files or folders, recursive).
+    Detect(commands::detect::Args),
+    /// Convert weights (ONNX, PyTorch .pth, safetensors) to our safetensors.
+    Convert(commands::convert::Args),
+    /// Measure the forward pass and the whole detection per input size.
+    Bench(commands::bench::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Detect(a) => commands::detect::run(a),
+        Command::Convert(a) => commands::convert::run(a),
+        Command::Bench(a) => commands::bench::run(a),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}

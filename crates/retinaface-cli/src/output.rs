@@ -1,0 +1,107 @@
+//! Writers: the JSON record of an image, WIDER prediction files, drawings.
+
+use anyhow::{Context, Result};
+use image::{Rgb, RgbImage};
+use retinaface::Face;
+use serde::Serialize;
+use std::io::Write;
+use std::path::Path;
+
+/// One image's detections, the reference's JSON schema.
+#[derive(Debug, Serialize)]
+pub struct Record {
+    pub image: String,
+    pub width: u32,
+    pub height: u32,
+    pub faces: Vec<Face>,
+}
+
+/// Write a WIDER prediction file: stem, count, then `x y w h score` per face with the
+/// reference's integer truncation.
+pub fn write_wider(path: &Path, stem: &str, faces: &[Face]) -> Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    let mut s = format!("{stem}\n{}\n", faces.len());
+    for f in faces {
+        let [x1, y1, x2, y2] = f.bbox.map(|v| v.trunc() as i64);
+        s.push_str(&format!(
+            "{x1} {y1} {} {} {:.10}\n",
+            x2 - x1,
+            y2 - y1,
+            f.score
+        ));
+    }
+    std::fs::write(path, s).with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// Write the JSON array of records to a file or `-` (stdout).
+pub fn write_json(target: &Path, records: &[Record]) -> Result<()> {
+    let json = serde_json::to_string(records)?;
+    if target == Path::new("-") {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "{json}")?;
+        out.flush()?;
+    } else {
+        std::fs::write(target, json + "\n")
+            .with_context(|| format!("cannot write {}", target.display()))?;
+    }
+    Ok(())
+}
+
+/// Boxes and landmarks drawn on a copy of the image.
+pub fn draw(img: &RgbImage, faces: &[Face]) -> RgbImage {
+    let mut out = img.clone();
+    let thick = ((img.width().max(img.height()) as f32 / 500.0).ceil() as i64).max(1);
+    for f in faces {
+        let [x1, y1, x2, y2] = f.bbox.map(|v| v.round() as i64);
+        for t in 0..thick {
+            rect(&mut out, x1 - t, y1 - t, x2 + t, y2 + t, Rgb([0, 255, 0]));
+        }
+        const COLOURS: [[u8; 3]; 5] = [
+            [255, 0, 0],
+            [0, 255, 255],
+            [255, 0, 255],
+            [0, 255, 0],
+            [255, 128, 0],
+        ];
+        for (p, c) in f.landmarks.iter().zip(COLOURS) {
+            dot(
+                &mut out,
+                p[0].round() as i64,
+                p[1].round() as i64,
+                thick + 1,
+                Rgb(c),
+            );
+        }
+    }
+    out
+}
+
+fn put(img: &mut RgbImage, x: i64, y: i64, c: Rgb<u8>) {
+    if x >= 0 && y >= 0 && (x as u32) < img.width() && (y as u32) < img.height() {
+        img.put_pixel(x as u32, y as u32, c);
+    }
+}
+
+fn rect(img: &mut RgbImage, x1: i64, y1: i64, x2: i64, y2: i64, c: Rgb<u8>) {
+    let (w, h) = (i64::from(img.width()), i64::from(img.height()));
+    for x in x1.max(0)..=x2.min(w - 1) {
+        put(img, x, y1, c);
+        put(img, x, y2, c);
+    }
+    for y in y1.max(0)..=y2.min(h - 1) {
+        put(img, x1, y, c);
+        put(img, x2, y, c);
+    }
+}
+
+fn dot(img: &mut RgbImage, cx: i64, cy: i64, r: i64, c: Rgb<u8>) {
+    for y in cy - r..=cy + r {
+        for x in cx - r..=cx + r {
+            if (x - cx).pow(2) + (y - cy).pow(2) <= r * r {
+                put(img, x, y, c);
+            }
+        }
+    }
+}

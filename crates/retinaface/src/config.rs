@@ -1,0 +1,130 @@
+//! The model configuration: the one source of truth for the network's shape, its anchors and
+//! its box coding, read by the inference engine and the trainer alike.
+
+use serde::{Deserialize, Serialize};
+
+/// The feature extractor in front of the FPN.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Backbone {
+    /// MobileNetV1 with width multiplier 0.25 (stages end at 64 / 128 / 256 channels).
+    #[serde(rename = "mobilenet0.25")]
+    MobileNet025,
+    /// torchvision's ResNet-50 (stages C3–C5: 512 / 1024 / 2048 channels).
+    #[serde(rename = "resnet50")]
+    ResNet50,
+}
+
+/// Anchor layout: one level per step, square anchors of the given sizes (in input pixels).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AnchorConfig {
+    /// Feature stride of each level.
+    pub steps: Vec<usize>,
+    /// Anchor side lengths per level (anchors per cell = sizes per level).
+    pub sizes: Vec<Vec<f32>>,
+}
+
+impl AnchorConfig {
+    /// The port's anchors: steps 8/16/32, sizes [16,32] [64,128] [256,512].
+    pub fn port() -> Self {
+        AnchorConfig {
+            steps: vec![8, 16, 32],
+            sizes: vec![vec![16.0, 32.0], vec![64.0, 128.0], vec![256.0, 512.0]],
+        }
+    }
+
+    /// Anchors per cell on `level`.
+    pub fn per_cell(&self, level: usize) -> usize {
+        self.sizes[level].len()
+    }
+}
+
+/// Everything that fixes the network and the meaning of its outputs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelConfig {
+    pub backbone: Backbone,
+    /// FPN, SSH and head width.
+    pub fpn_channels: usize,
+    pub anchors: AnchorConfig,
+    /// Box-coding variances (centre, size).
+    pub variances: [f32; 2],
+    /// Per-channel input mean, in BGR order, subtracted from 0–255 pixels.
+    pub mean_bgr: [f32; 3],
+}
+
+impl ModelConfig {
+    /// The port's MobileNet-0.25 RetinaFace (the embedded default model).
+    pub fn mobilenet025() -> Self {
+        ModelConfig {
+            backbone: Backbone::MobileNet025,
+            fpn_channels: 64,
+            anchors: AnchorConfig::port(),
+            variances: [0.1, 0.2],
+            mean_bgr: [104.0, 117.0, 123.0],
+        }
+    }
+
+    /// The port's ResNet-50 RetinaFace.
+    pub fn resnet50() -> Self {
+        ModelConfig {
+            backbone: Backbone::ResNet50,
+            fpn_channels: 256,
+            ..Self::mobilenet025()
+        }
+    }
+
+    /// Output channels of the backbone stages the FPN reads, finest first.
+    pub fn stage_channels(&self) -> [usize; 3] {
+        match self.backbone {
+            Backbone::MobileNet025 => [64, 128, 256],
+            Backbone::ResNet50 => [512, 1024, 2048],
+        }
+    }
+
+    /// Slope of the FPN and SSH activations: the port uses LeakyReLU 0.1 up to 64 channels
+    /// and plain ReLU above.
+    pub fn neck_slope(&self) -> f32 {
+        if self.fpn_channels <= 64 {
+            0.1
+        } else {
+            0.0
+        }
+    }
+
+    /// Number of pyramid levels (and anchor levels).
+    pub fn levels(&self) -> usize {
+        self.anchors.steps.len()
+    }
+
+    /// Check internal consistency.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.anchors.steps.len() != 3 || self.anchors.sizes.len() != 3 {
+            return Err("the port's network has exactly three anchor levels".into());
+        }
+        if self.fpn_channels % 4 != 0 || self.fpn_channels == 0 {
+            return Err(format!(
+                "fpn_channels {} must be a positive multiple of 4",
+                self.fpn_channels
+            ));
+        }
+        if self.anchors.sizes.iter().any(|s| s.is_empty()) {
+            return Err("every anchor level needs at least one size".into());
+        }
+        Ok(())
+    }
+
+    /// Guess the configuration from weight names and shapes (ResNet-50 has `body.layer1…`).
+    pub fn infer(tensors: &crate::weights::NamedTensors) -> Self {
+        if tensors.keys().any(|k| k.starts_with("body.layer")) {
+            Self::resnet50()
+        } else {
+            Self::mobilenet025()
+        }
+    }
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        Self::mobilenet025()
+    }
+}

@@ -1,0 +1,242 @@
+//! The public face of the library: weights in, faces out.
+
+use crate::config::ModelConfig;
+use crate::engine::Feature;
+use crate::error::Error;
+use crate::model::{Network, Workspace};
+use crate::post::{anchors, coding, nms, Face};
+use crate::weights::{self, NamedTensors};
+use image::RgbImage;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+/// Detection options; the defaults are the port's (and the CLI's `detect`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DetectOptions {
+    /// Keep faces scoring above this.
+    pub threshold: f32,
+    /// NMS IoU threshold.
+    pub nms: f32,
+    /// Candidates kept before NMS, best first.
+    pub top_k: usize,
+    /// Faces kept after NMS.
+    pub keep: usize,
+}
+
+impl Default for DetectOptions {
+    fn default() -> Self {
+        DetectOptions {
+            threshold: 0.5,
+            nms: 0.4,
+            top_k: 5000,
+            keep: 750,
+        }
+    }
+}
+
+impl DetectOptions {
+    /// Check ranges.
+    pub fn validate(&self) -> Result<(), Error> {
+        if !(0.0..=1.0).contains(&self.threshold) {
+            return Err(Error::InvalidOption(format!(
+                "threshold {} is outside [0, 1]",
+                self.threshold
+            )));
+        }
+        if !(0.0..=1.0).contains(&self.nms) {
+            return Err(Error::InvalidOption(format!(
+                "NMS IoU {} is outside [0, 1]",
+                self.nms
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// A face detector: a network with its weights, and buffers reused across calls.
+///
+/// `detect` may be called from several threads at once; each concurrent call gets its own
+/// workspace (kept for reuse), so a batch allocates nothing after its first image of a size.
+pub struct Detector {
+    network: Network,
+    workspaces: Mutex<Vec<Workspace>>,
+    pool: Option<Arc<rayon::ThreadPool>>,
+}
+
+/// Raw network outputs of one pass, for benchmarks and tests.
+pub struct HeadOutputs<'a> {
+    pub levels: &'a [Feature; 3],
+}
+
+impl Detector {
+    /// A detector for `config` from named tensors (port names; BatchNorm folded if present).
+    pub fn new(config: &ModelConfig, tensors: &NamedTensors) -> Result<Self, Error> {
+        Ok(Detector {
+            network: Network::new(config, tensors)?,
+            workspaces: Mutex::new(Vec::new()),
+            pool: None,
+        })
+    }
+
+    /// Load any supported weights file; the configuration comes from the file.
+    pub fn from_file(path: &Path) -> Result<Self, Error> {
+        let tensors = weights::read_file(path)?;
+        let config = ModelConfig::infer(&tensors);
+        Self::new(&config, &tensors).map_err(|e| match e {
+            Error::Weights(w) => Error::Weights(weights::WeightsError::InFile {
+                path: path.to_owned(),
+                source: Box::new(w),
+            }),
+            e => e,
+        })
+    }
+
+    /// The embedded MobileNet-0.25 model.
+    pub fn default_model() -> Result<Self, Error> {
+        let tensors = weights::embedded::tensors()?;
+        Self::new(&ModelConfig::mobilenet025(), &tensors)
+    }
+
+    /// Run passes on a dedicated pool of `threads` threads (0: the caller's rayon context,
+    /// e.g. to run several images in parallel on one pool).
+    pub fn with_threads(mut self, threads: usize) -> Result<Self, Error> {
+        self.pool = if threads == 0 {
+            None
+        } else {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .thread_name(|i| format!("retinaface-{i}"))
+                .build()
+                .map_err(|e| {
+                    Error::InvalidOption(format!("cannot start {threads} threads: {e}"))
+                })?;
+            Some(Arc::new(pool))
+        };
+        Ok(self)
+    }
+
+    /// The network's configuration.
+    pub fn config(&self) -> &ModelConfig {
+        self.network.config()
+    }
+
+    /// The network (for export and inspection).
+    pub fn network(&self) -> &Network {
+        &self.network
+    }
+
+    /// Detect faces in an RGB image at its own size.
+    pub fn detect(&self, image: &RgbImage, options: &DetectOptions) -> Result<Vec<Face>, Error> {
+        options.validate()?;
+        let (w, h) = image.dimensions();
+        if w == 0 || h == 0 {
+            return Ok(Vec::new());
+        }
+        Ok(self.with_workspace(|ws, input| {
+            crate::input::to_tensor_into(image, self.config().mean_bgr, input);
+            self.network.forward(input, ws);
+            decode(&self.network, ws, h as usize, w as usize, options)
+        }))
+    }
+
+    /// Run the network alone on a prepared input, then hand its outputs to `f`.
+    pub fn forward_with<R: Send>(
+        &self,
+        input: &Feature,
+        f: impl FnOnce(HeadOutputs) -> R + Send,
+    ) -> R {
+        self.with_workspace(|ws, _| {
+            self.network.forward(input, ws);
+            f(HeadOutputs { levels: &ws.heads })
+        })
+    }
+
+    fn with_workspace<R: Send>(
+        &self,
+        f: impl FnOnce(&mut Workspace, &mut Feature) -> R + Send,
+    ) -> R {
+        let mut ws = self
+            .workspaces
+            .lock()
+            .map(|mut v| v.pop())
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        let mut input = std::mem::take(&mut ws.input);
+        let run = || f(&mut ws, &mut input);
+        let out = match &self.pool {
+            Some(pool) => pool.install(run),
+            None => run(),
+        };
+        ws.input = input;
+        if let Ok(mut v) = self.workspaces.lock() {
+            v.push(ws);
+        }
+        out
+    }
+}
+
+/// Threshold, decode (only the anchors above the threshold), top-k, NMS.
+fn decode(net: &Network, ws: &Workspace, h: usize, w: usize, o: &DetectOptions) -> Vec<Face> {
+    let config = net.config();
+    let var = config.variances;
+    // score = softmax(c)[1] = σ(c1 − c0) > t  ⟺  c1 − c0 > logit(t); test the logit first
+    // with a margin, then the exact score, so the fast path never changes a decision.
+    let t = o.threshold.clamp(1e-7, 1.0 - 1e-7);
+    let logit_t = (t / (1.0 - t)).ln() - 1e-3;
+    let mut faces = Vec::new();
+    for (level, (&step, sizes)) in config
+        .anchors
+        .steps
+        .iter()
+        .zip(&config.anchors.sizes)
+        .enumerate()
+    {
+        let layout = net.head_layout(level);
+        let out = &ws.heads[level];
+        let width = layout.width();
+        for (cell, px) in out.data.chunks_exact(width).enumerate() {
+            for (a, &size) in sizes.iter().enumerate() {
+                let c = &px[layout.class(a)..layout.class(a) + 2];
+                if c[1] - c[0] <= logit_t {
+                    continue;
+                }
+                let score = softmax2(c[0], c[1]);
+                if score <= o.threshold {
+                    continue;
+                }
+                let (y, x) = (cell / out.w, cell % out.w);
+                let p = anchors::prior(step, size, y, x, h, w);
+                let b = coding::decode_box(&p, &px[layout.bbox(a)..layout.bbox(a) + 4], var);
+                let l = coding::decode_landmarks(
+                    &p,
+                    &px[layout.landmarks(a)..layout.landmarks(a) + 10],
+                    var,
+                );
+                let (wf, hf) = (w as f32, h as f32);
+                faces.push(Face {
+                    bbox: [b[0] * wf, b[1] * hf, b[2] * wf, b[3] * hf],
+                    score,
+                    landmarks: l.map(|q| [q[0] * wf, q[1] * hf]),
+                });
+            }
+        }
+    }
+    // Faces are in anchor order here. The reference takes the top k by a stable descending
+    // sort (ties: lower anchor first), then runs NMS in reversed ascending order (ties: higher
+    // anchor first); equal float scores do occur, and the order decides which box survives.
+    faces.sort_by(|a, b| b.score.total_cmp(&a.score));
+    faces.truncate(o.top_k);
+    let mut order: Vec<usize> = (0..faces.len()).collect();
+    order.sort_by(|&i, &j| faces[j].score.total_cmp(&faces[i].score).then(j.cmp(&i)));
+    let faces: Vec<Face> = order.into_iter().map(|i| faces[i]).collect();
+    nms::nms(&faces, o.nms, o.keep)
+}
+
+/// The face probability of a two-way softmax, computed as the reference's softmax is.
+#[inline]
+fn softmax2(c0: f32, c1: f32) -> f32 {
+    let m = c0.max(c1);
+    let (e0, e1) = ((c0 - m).exp(), (c1 - m).exp());
+    e1 / (e0 + e1)
+}

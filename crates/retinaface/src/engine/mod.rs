@@ -1,0 +1,53 @@
+//! Tensors and ops only: dense and depthwise convolutions with fused bias and activation,
+//! pooling, upsampling. Knows nothing of faces.
+//!
+//! Feature maps are NHWC (channels last, batch 1): a pixel's channels are contiguous, so a
+//! 1×1 convolution is one GEMM over the map and a convolution can write its output into a
+//! channel slice of a wider map (concatenation for free).
+
+mod conv;
+mod depthwise;
+mod ops;
+
+pub use conv::{Activation, Conv2d};
+pub use ops::{add_upsampled_nearest, max_pool_3x3_s2};
+
+/// A feature map in NHWC layout (batch 1).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Feature {
+    pub h: usize,
+    pub w: usize,
+    pub c: usize,
+    /// `h * w * c` values, channels fastest.
+    pub data: Vec<f32>,
+}
+
+impl Feature {
+    /// A zeroed map.
+    pub fn zeros(h: usize, w: usize, c: usize) -> Self {
+        Feature {
+            h,
+            w,
+            c,
+            data: vec![0.0; h * w * c],
+        }
+    }
+
+    /// Reshape in place, reusing the allocation when it is large enough; contents unspecified.
+    pub fn reshape(&mut self, h: usize, w: usize, c: usize) {
+        self.h = h;
+        self.w = w;
+        self.c = c;
+        self.data.resize(h * w * c, 0.0);
+    }
+
+    /// Number of pixels.
+    pub fn pixels(&self) -> usize {
+        self.h * self.w
+    }
+}
+
+/// Spatial output size of a convolution or pooling window.
+pub fn out_size(size: usize, k: usize, stride: usize, pad: usize) -> usize {
+    (size + 2 * pad).saturating_sub(k) / stride + 1
+}

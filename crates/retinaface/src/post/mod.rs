@@ -1,0 +1,42 @@
+//! Post-processing: anchors (one generator for inference and training), box and landmark
+//! coding, thresholding and NMS.
+
+pub mod anchors;
+pub mod coding;
+pub mod nms;
+
+use serde::{Deserialize, Serialize};
+
+/// One detected face, in pixels of the image as displayed.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Face {
+    /// `[x1, y1, x2, y2]`.
+    #[serde(rename = "box")]
+    pub bbox: [f32; 4],
+    /// Face probability (softmax of the class head).
+    pub score: f32,
+    /// Left eye, right eye, nose tip, left and right mouth corner (image-left/right), `[x, y]`.
+    pub landmarks: [[f32; 2]; 5],
+}
+
+impl Face {
+    /// Box width (x2 − x1).
+    pub fn width(&self) -> f32 {
+        self.bbox[2] - self.bbox[0]
+    }
+    /// Box height (y2 − y1).
+    pub fn height(&self) -> f32 {
+        self.bbox[3] - self.bbox[1]
+    }
+    /// Mirror horizontally in an image of width `w`, swapping left and right landmarks.
+    pub fn flip_horizontal(&self, w: f32) -> Face {
+        let [x1, y1, x2, y2] = self.bbox;
+        let m = |p: [f32; 2]| [w - 1.0 - p[0], p[1]];
+        let l = self.landmarks;
+        Face {
+            bbox: [w - 1.0 - x2, y1, w - 1.0 - x1, y2],
+            score: self.score,
+            landmarks: [m(l[1]), m(l[0]), m(l[2]), m(l[4]), m(l[3])],
+        }
+    }
+}
