@@ -1,0 +1,205 @@
+//! The detector on real photos: known faces, parity with the ONNX Runtime reference, and the
+//! embedded model being exactly what `convert` makes of the published ONNX file.
+
+mod common;
+
+use retinaface::post::nms::iou_plus1;
+use retinaface::weights::{self, safetensors};
+use retinaface::{model, DetectOptions, Detector, Face, ModelConfig};
+use serde::Deserialize;
+
+#[derive(Deserialize)]
+struct Record {
+    image: String,
+    width: u32,
+    height: u32,
+    faces: Vec<Face>,
+}
+
+#[test]
+fn group_photo_has_six_faces_with_landmarks_inside() {
+    let detector = Detector::default_model().unwrap();
+    let img = retinaface::input::load_image(&common::photo()).unwrap();
+    let faces = detector.detect(&img, &DetectOptions::default()).unwrap();
+    assert_eq!(faces.len(), 6, "{faces:#?}");
+    for f in &faces {
+        assert!(f.score > 0.5);
+        for p in f.landmarks {
+            let [x1, y1, x2, y2] = f.bbox;
+            assert!(
+                p[0] >= x1 && p[0] <= x2 && p[1] >= y1 && p[1] <= y2,
+                "landmark {p:?} outside {:?}",
+                f.bbox
+            );
+        }
+    }
+}
+
+#[test]
+fn embedded_model_is_convert_of_the_onnx() {
+    let tensors = weights::read_file(&common::onnx_model()).unwrap();
+    assert_eq!(tensors.len(), 112, "the port's export has 112 initializers");
+    let config = ModelConfig::infer(&tensors);
+    let folded = model::folded_tensors(&config, &tensors).unwrap();
+    let bytes = safetensors::write(&folded, &config).unwrap();
+    assert!(
+        bytes == weights::embedded::BYTES,
+        "models/retinaface-mobilenet0.25.safetensors is not `convert` of the ONNX"
+    );
+}
+
+/// Parity with `retinaface_ort.py --conf 0.3` on five photos (fixtures/reference_ort.json),
+/// with the tolerances of CONVENTIONS.md: every face above 0.5 on one side matched at IoU > 0.9
+/// among faces above 0.499 on the other; boxes and landmarks within 0.5 px, scores within 1e-3.
+#[test]
+fn parity_with_onnx_runtime_reference() {
+    let refs: Vec<Record> =
+        serde_json::from_str(include_str!("fixtures/reference_ort.json")).unwrap();
+    let detector = Detector::from_file(&common::onnx_model()).unwrap();
+    let dirs = [
+        "data/photos",
+        "data/widerface/val/images/0--Parade",
+        "data/widerface/val/images/1--Handshaking",
+    ];
+    let opts = DetectOptions {
+        threshold: 0.3,
+        ..Default::default()
+    };
+    let mut matched = 0;
+    for r in &refs {
+        let path = dirs
+            .iter()
+            .map(|d| common::shared().join(d).join(&r.image))
+            .find(|p| p.exists())
+            .unwrap();
+        let img = retinaface::input::load_image(&path).unwrap();
+        assert_eq!((img.width(), img.height()), (r.width, r.height));
+        let ours = detector.detect(&img, &opts).unwrap();
+        for (a, b, side) in [(&r.faces, &ours, "reference"), (&ours, &r.faces, "ours")] {
+            for f in a.iter().filter(|f| f.score > 0.5) {
+                let g = b
+                    .iter()
+                    .filter(|g| g.score > 0.499)
+                    .max_by(|x, y| {
+                        iou_plus1(&f.bbox, &x.bbox).total_cmp(&iou_plus1(&f.bbox, &y.bbox))
+                    })
+                    .unwrap_or_else(|| panic!("{}: {side} face {f:?} has no counterpart", r.image));
+                assert!(
+                    iou_plus1(&f.bbox, &g.bbox) > 0.9,
+                    "{}: {side} face {f:?} unmatched",
+                    r.image
+                );
+                for (x, y) in f.bbox.iter().zip(g.bbox) {
+                    assert!(
+                        (x - y).abs() <= 0.5,
+                        "{}: box {:?} vs {:?}",
+                        r.image,
+                        f.bbox,
+                        g.bbox
+                    );
+                }
+                for (p, q) in f.landmarks.iter().zip(g.landmarks) {
+                    assert!(
+                        (p[0] - q[0]).abs() <= 0.5 && (p[1] - q[1]).abs() <= 0.5,
+                        "{}: landmarks",
+                        r.image
+                    );
+                }
+                assert!(
+                    (f.score - g.score).abs() <= 1e-3,
+                    "{}: score {} vs {}",
+                    r.image,
+                    f.score,
+                    g.score
+                );
+                matched += 1;
+            }
+        }
+    }
+    assert_eq!(
+        matched,
+        2 * (6 + 5 + 18 + 21 + 3),
+        "every face above 0.5 on both sides"
+    );
+}
+
+#[test]
+fn legacy_and_zip_checkpoints_detect_the_group_photo() {
+    let img = retinaface::input::load_image(&common::photo()).unwrap();
+    for f in [
+        "mobilenet0.25_biubug6_layout_legacy.pth",
+        "mobilenet0.25_biubug6_layout_zip.pth",
+    ] {
+        let detector =
+            Detector::from_file(&common::shared().join("models/retinaface").join(f)).unwrap();
+        let faces = detector.detect(&img, &DetectOptions::default()).unwrap();
+        assert_eq!(faces.len(), 6, "{f}");
+    }
+}
+
+/// The ResNet-50 configuration builds from a checkpoint of the port's names and shapes
+/// (BatchNorm unfolded) and runs; no ResNet-50 file exists here, so the weights are synthetic.
+#[test]
+fn resnet50_builds_from_port_names_and_runs() {
+    let config = ModelConfig::resnet50();
+    let mut tensors = weights::NamedTensors::new();
+    let mut seed = 1u32;
+    for spec in model::Network::conv_specs(&config) {
+        let shape = spec.weight_shape();
+        let n: usize = shape.iter().product();
+        let fan_in = (n / spec.cout) as f32;
+        let data = (0..n)
+            .map(|_| {
+                seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                ((seed >> 8) as f32 / (1u32 << 24) as f32 - 0.5) * (6.0 / fan_in).sqrt()
+            })
+            .collect();
+        tensors.insert(
+            format!("{}.weight", spec.name),
+            weights::Tensor::new(shape, data),
+        );
+        match &spec.bn {
+            Some(bn) => {
+                for (p, v) in [
+                    ("weight", 1.0),
+                    ("bias", 0.01),
+                    ("running_mean", 0.0),
+                    ("running_var", 1.0),
+                ] {
+                    tensors.insert(
+                        format!("{bn}.{p}"),
+                        weights::Tensor::new(vec![spec.cout], vec![v; spec.cout]),
+                    );
+                }
+            }
+            None => {
+                tensors.insert(
+                    format!("{}.bias", spec.name),
+                    weights::Tensor::new(vec![spec.cout], vec![0.0; spec.cout]),
+                );
+            }
+        }
+    }
+    assert!(tensors.contains_key("body.layer4.2.bn3.running_var"));
+    assert!(tensors.contains_key("body.layer2.0.downsample.0.weight"));
+    assert_eq!(ModelConfig::infer(&tensors), config);
+    let detector = Detector::new(&config, &tensors).unwrap();
+    let img = image::RgbImage::from_fn(70, 50, |x, y| {
+        image::Rgb([(x * 3) as u8, (y * 5) as u8, 90])
+    });
+    let faces = detector
+        .detect(
+            &img,
+            &DetectOptions {
+                threshold: 0.0,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert!(
+        !faces.is_empty()
+            && faces
+                .iter()
+                .all(|f| f.score.is_finite() && f.bbox.iter().all(|v| v.is_finite()))
+    );
+}
