@@ -1,6 +1,8 @@
 //! 2-D convolution with bias and activation fused, over NHWC maps.
 
-use super::{depthwise, out_size, Feature};
+use super::kernel::{strip, Packed};
+use super::simd::Simd;
+use super::{depthwise, out_size, winograd, Feature};
 use rayon::prelude::*;
 
 /// The activation applied to a convolution's output.
@@ -54,8 +56,10 @@ impl Activation {
 /// How a convolution is computed.
 #[derive(Debug, Clone)]
 enum Kernel {
-    /// Dense convolution as GEMM: weights packed as `[(ky, kx, ci)][co]`.
-    Gemm { packed: Vec<f32> },
+    /// Dense convolution on the micro-kernel: one tap per `(ky, kx)` over the (padded) input.
+    Direct(Packed),
+    /// Stride-1 pad-1 3×3 in the Winograd domain.
+    Winograd(winograd::Weights),
     /// Depthwise (groups = channels) 3×3: weights packed as `[(ky, kx)][c]`.
     Depthwise { packed: Vec<f32> },
 }
@@ -68,10 +72,35 @@ pub struct Conv2d {
     pub k: usize,
     pub stride: usize,
     pub pad: usize,
+    /// The activation (of output channel 0 for a layer fused from several).
     pub act: Activation,
     bias: Vec<f32>,
+    /// Per output channel: the activation as `max(x, slope·x)`.
+    slope: Vec<f32>,
     kernel: Kernel,
 }
+
+impl Activation {
+    /// The slope `a` with `act(x) = max(x, a·x)`, which holds for slopes in `[0, 1]`.
+    fn slope(self) -> f32 {
+        match self {
+            Activation::Identity => 1.0,
+            Activation::Relu => 0.0,
+            Activation::Leaky(a) => {
+                assert!(
+                    (0.0..=1.0).contains(&a),
+                    "LeakyReLU slope {a} is outside [0, 1]"
+                );
+                a
+            }
+        }
+    }
+}
+
+/// Below this many MACs a layer runs on the calling thread alone.
+const PAR_MACS: usize = 1 << 18;
+/// Pixels per micro-kernel call for 1×1 convolutions (a multiple of 6 and 8).
+const STRIP: usize = 240;
 
 impl Conv2d {
     /// Build from PyTorch-layout weights `[cout, cin / groups, k, k]` (row-major) and a bias.
@@ -79,17 +108,35 @@ impl Conv2d {
     pub fn from_oihw(
         weight: &[f32],
         bias: &[f32],
-        (cout, cin, k): (usize, usize, usize),
+        shape: (usize, usize, usize),
         stride: usize,
         pad: usize,
         depthwise: bool,
         act: Activation,
     ) -> Self {
+        Self::with_activations(weight, bias, shape, stride, pad, depthwise, &[act])
+    }
+
+    /// As [`Conv2d::from_oihw`], with one activation per output channel (several layers
+    /// over the same input fused along the output channels), or one for all.
+    pub(crate) fn with_activations(
+        weight: &[f32],
+        bias: &[f32],
+        (cout, cin, k): (usize, usize, usize),
+        stride: usize,
+        pad: usize,
+        depthwise: bool,
+        acts: &[Activation],
+    ) -> Self {
+        assert_eq!(bias.len(), cout);
+        assert!(acts.len() == 1 || acts.len() == cout);
+        let slope: Vec<f32> = (0..cout).map(|j| acts[j % acts.len()].slope()).collect();
         let kernel = if depthwise {
             assert!(
                 cin == cout && k == 3,
                 "depthwise convolutions are 3×3 with cin == cout"
             );
+            assert_eq!(weight.len(), 9 * cout);
             let mut packed = vec![0.0; 9 * cout];
             for c in 0..cout {
                 for t in 0..9 {
@@ -98,26 +145,31 @@ impl Conv2d {
             }
             Kernel::Depthwise { packed }
         } else {
-            let kk = k * k;
-            let mut packed = vec![0.0; kk * cin * cout];
-            for co in 0..cout {
-                for ci in 0..cin {
-                    for t in 0..kk {
-                        packed[(t * cin + ci) * cout + co] = weight[(co * cin + ci) * kk + t];
-                    }
-                }
+            assert_eq!(weight.len(), cout * cin * k * k);
+            assert!(k * k <= MAX_TAPS, "kernels up to 7×7");
+            if k == 3 && stride == 1 && pad == 1 && cin >= 8 {
+                Kernel::Winograd(winograd::Weights::new(weight, bias, &slope, cin, cout))
+            } else {
+                let kk = k * k;
+                Kernel::Direct(Packed::new(
+                    kk,
+                    cin,
+                    cout,
+                    |t, ci, co| weight[(co * cin + ci) * kk + t],
+                    bias,
+                    &slope,
+                ))
             }
-            Kernel::Gemm { packed }
         };
-        assert_eq!(bias.len(), cout);
         Conv2d {
             cin,
             cout,
             k,
             stride,
             pad,
-            act,
+            act: acts[0],
             bias: bias.to_vec(),
+            slope,
             kernel,
         }
     }
@@ -130,12 +182,13 @@ impl Conv2d {
         )
     }
 
-    /// Multiply-accumulates for an input of `h × w` (for cost reports).
+    /// Multiply-accumulates for an input of `h × w` (for cost reports; direct-convolution
+    /// count, whatever the algorithm).
     pub fn macs(&self, h: usize, w: usize) -> u64 {
         let (oh, ow) = self.out_hw(h, w);
         let per_pixel = match self.kernel {
-            Kernel::Gemm { .. } => self.k * self.k * self.cin * self.cout,
             Kernel::Depthwise { .. } => 9 * self.cout,
+            _ => self.k * self.k * self.cin * self.cout,
         };
         (oh * ow * per_pixel) as u64
     }
@@ -161,124 +214,152 @@ impl Conv2d {
             input.c, self.cin,
             "convolution input has the wrong channel count"
         );
+        self.run(Simd::active(), input, 0, out, out_c, offset, scratch);
+    }
+
+    /// As [`Conv2d::forward_into`], reading input channels `in_off..in_off + cin` of a map
+    /// that may be wider.
+    pub(crate) fn forward_slice(
+        &self,
+        input: &Feature,
+        in_off: usize,
+        out: &mut [f32],
+        out_c: usize,
+        offset: usize,
+        scratch: &mut Vec<f32>,
+    ) {
+        self.run(Simd::active(), input, in_off, out, out_c, offset, scratch);
+    }
+
+    /// The whole computation on a given kernel family (tests compare them).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn run(
+        &self,
+        simd: Simd,
+        input: &Feature,
+        in_off: usize,
+        out: &mut [f32],
+        out_c: usize,
+        offset: usize,
+        scratch: &mut Vec<f32>,
+    ) {
+        assert!(
+            in_off + self.cin <= input.c,
+            "convolution input has too few channels"
+        );
+        assert!(input.data.len() >= input.h * input.w * input.c);
         let (oh, ow) = self.out_hw(input.h, input.w);
         assert!(out.len() >= oh * ow * out_c && offset + self.cout <= out_c);
         match &self.kernel {
-            Kernel::Depthwise { packed } => depthwise::conv3x3(
-                input,
-                packed,
-                &self.bias,
-                self.stride,
-                self.act,
-                out,
-                out_c,
-                offset,
-            ),
-            Kernel::Gemm { packed } => {
-                let m = oh * ow;
-                let kdim = self.k * self.k * self.cin;
-                let direct = self.k == 1 && self.stride == 1 && self.pad == 0;
-                let lhs: &[f32] = if direct {
-                    &input.data
-                } else {
-                    im2col(input, self.k, self.stride, self.pad, oh, ow, scratch);
-                    scratch
-                };
-                // Prefill with the bias, then accumulate the product on top of it.
-                out.par_chunks_mut(out_c).take(m).for_each(|px| {
-                    px[offset..offset + self.cout].copy_from_slice(&self.bias);
-                });
-                gemm_acc(m, self.cout, kdim, lhs, packed, &mut out[offset..], out_c);
-                if self.act != Activation::Identity {
-                    let act = self.act;
-                    let cout = self.cout;
-                    out.par_chunks_mut(out_c)
-                        .take(m)
-                        .for_each(|px| act.apply_slice(&mut px[offset..offset + cout]));
-                }
+            Kernel::Depthwise { packed } => {
+                assert!(in_off == 0 && input.c == self.cin);
+                depthwise::conv3x3(
+                    simd,
+                    input,
+                    packed,
+                    &self.bias,
+                    &self.slope,
+                    self.stride,
+                    out,
+                    out_c,
+                    offset,
+                )
+            }
+            Kernel::Winograd(wt) => {
+                winograd::conv3x3(simd, wt, input, in_off, out, out_c, offset, scratch)
+            }
+            Kernel::Direct(p) => self.direct(simd, p, input, in_off, out, out_c, offset, scratch),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn direct(
+        &self,
+        simd: Simd,
+        p: &Packed,
+        input: &Feature,
+        in_off: usize,
+        out: &mut [f32],
+        out_c: usize,
+        offset: usize,
+        scratch: &mut Vec<f32>,
+    ) {
+        let (oh, ow) = self.out_hw(input.h, input.w);
+        let (k, s, ic) = (self.k, self.stride, input.c);
+        let (src, pw): (&[f32], usize) = if self.pad == 0 {
+            (&input.data, input.w)
+        } else {
+            pad_copy(input, self.pad, scratch);
+            (scratch, input.w + 2 * self.pad)
+        };
+        let mut offs = [0usize; MAX_TAPS];
+        for ky in 0..k {
+            for kx in 0..k {
+                offs[ky * k + kx] = (ky * pw + kx) * ic;
+            }
+        }
+        let offs = &offs[..k * k];
+        let out = &mut out[..oh * ow * out_c];
+        let macs = oh * ow * k * k * self.cin * self.cout;
+        let par = rayon::current_num_threads() > 1 && macs > PAR_MACS;
+        if k == 1 && s == 1 && self.pad == 0 {
+            // The map is one long row of pixels.
+            let job = |(i, o): (usize, &mut [f32])| {
+                let n = o.len() / out_c;
+                strip(
+                    simd,
+                    p,
+                    src,
+                    i * STRIP * ic + in_off,
+                    ic,
+                    offs,
+                    o,
+                    offset,
+                    out_c,
+                    n,
+                );
+            };
+            if par {
+                out.par_chunks_mut(STRIP * out_c).enumerate().for_each(job);
+            } else {
+                out.chunks_mut(STRIP * out_c).enumerate().for_each(job);
+            }
+        } else {
+            let job = |(oy, o): (usize, &mut [f32])| {
+                let a0 = oy * s * pw * ic + in_off;
+                strip(simd, p, src, a0, s * ic, offs, o, offset, out_c, ow);
+            };
+            if par {
+                out.par_chunks_mut(ow * out_c).enumerate().for_each(job);
+            } else {
+                out.chunks_mut(ow * out_c).enumerate().for_each(job);
             }
         }
     }
 }
 
-/// `dst[i * ldd + j] += Σ_k lhs[i * kdim + k] · rhs[k * n + j]` for an `m × n` result.
-fn gemm_acc(
-    m: usize,
-    n: usize,
-    kdim: usize,
-    lhs: &[f32],
-    rhs: &[f32],
-    dst: &mut [f32],
-    ldd: usize,
-) {
-    assert!(lhs.len() >= m * kdim && rhs.len() >= kdim * n);
-    assert!(m == 0 || dst.len() >= (m - 1) * ldd + n);
-    let threads = rayon::current_num_threads();
-    let par = if threads > 1 && m * n * kdim > 1 << 16 {
-        gemm::Parallelism::Rayon(threads)
-    } else {
-        gemm::Parallelism::None
-    };
-    // SAFETY: the asserts above keep every index the strides describe inside the slices.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            kdim,
-            dst.as_mut_ptr(),
-            1,
-            ldd as isize,
-            true,
-            lhs.as_ptr(),
-            1,
-            kdim as isize,
-            rhs.as_ptr(),
-            1,
-            n as isize,
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
-            par,
-        );
-    }
-}
+/// Largest kernel: 7×7 (ResNet's stem).
+const MAX_TAPS: usize = 49;
 
-/// Rows of `(ky, kx, ci)` patches, one per output pixel; zero outside the image.
-fn im2col(
-    input: &Feature,
-    k: usize,
-    stride: usize,
-    pad: usize,
-    oh: usize,
-    ow: usize,
-    scratch: &mut Vec<f32>,
-) {
-    let c = input.c;
-    let row_len = k * k * c;
-    scratch.resize(oh * ow * row_len, 0.0);
-    scratch
-        .par_chunks_mut(ow * row_len)
-        .enumerate()
-        .for_each(|(oy, rows)| {
-            for ox in 0..ow {
-                let row = &mut rows[ox * row_len..(ox + 1) * row_len];
-                for ky in 0..k {
-                    let iy = (oy * stride + ky) as isize - pad as isize;
-                    for kx in 0..k {
-                        let ix = (ox * stride + kx) as isize - pad as isize;
-                        let dst = &mut row[(ky * k + kx) * c..(ky * k + kx + 1) * c];
-                        if iy < 0 || ix < 0 || iy >= input.h as isize || ix >= input.w as isize {
-                            dst.fill(0.0);
-                        } else {
-                            let src = (iy as usize * input.w + ix as usize) * c;
-                            dst.copy_from_slice(&input.data[src..src + c]);
-                        }
-                    }
-                }
-            }
-        });
+/// `input` with `pad` zero pixels around it, into `scratch`.
+fn pad_copy(input: &Feature, pad: usize, scratch: &mut Vec<f32>) {
+    let (h, w, c) = (input.h, input.w, input.c);
+    let pw = w + 2 * pad;
+    scratch.resize((h + 2 * pad) * pw * c, 0.0);
+    let fill = |(y, row): (usize, &mut [f32])| {
+        if y < pad || y >= h + pad {
+            row.fill(0.0);
+        } else {
+            row[..pad * c].fill(0.0);
+            row[pad * c..(pad + w) * c].copy_from_slice(&input.data[(y - pad) * w * c..][..w * c]);
+            row[(pad + w) * c..].fill(0.0);
+        }
+    };
+    if rayon::current_num_threads() > 1 && h * w * c > 1 << 16 {
+        scratch.par_chunks_mut(pw * c).enumerate().for_each(fill);
+    } else {
+        scratch.chunks_mut(pw * c).enumerate().for_each(fill);
+    }
 }
 
 #[cfg(test)]
@@ -345,45 +426,158 @@ mod tests {
             .collect()
     }
 
-    #[test]
-    fn dense_and_depthwise_match_naive() {
-        for &(h, w, cin, cout, k, s, p, dw) in &[
-            (7, 9, 3, 8, 3, 2, 1, false),
-            (6, 5, 8, 16, 1, 1, 0, false),
-            (5, 6, 4, 4, 3, 1, 1, false),
-            (9, 7, 16, 16, 3, 1, 1, true),
-            (9, 8, 16, 16, 3, 2, 1, true),
-            (11, 11, 3, 4, 7, 2, 3, false),
-            (8, 8, 4, 6, 1, 2, 0, false),
-        ] {
+    fn act_of(i: usize) -> Activation {
+        [
+            Activation::Identity,
+            Activation::Relu,
+            Activation::Leaky(0.1),
+        ][i % 3]
+    }
+
+    /// Kernel shapes each path must get right: strides 1 and 2, odd sizes, channel counts
+    /// that are not multiples of the vector width or panel, rows longer than a Winograd block
+    /// and maps longer than a 1×1 strip.
+    const CASES: &[(usize, usize, usize, usize, usize, usize, usize, bool)] = &[
+        // (h, w, cin, cout, k, stride, pad, depthwise)
+        (7, 9, 3, 8, 3, 2, 1, false),
+        (6, 5, 8, 16, 1, 1, 0, false),
+        (5, 6, 4, 4, 3, 1, 1, false),
+        (9, 7, 16, 16, 3, 1, 1, true),
+        (9, 8, 16, 16, 3, 2, 1, true),
+        (11, 11, 3, 4, 7, 2, 3, false),
+        (8, 8, 4, 6, 1, 2, 0, false),
+        (13, 11, 12, 20, 3, 1, 1, false),
+        (9, 14, 64, 48, 3, 1, 1, false),
+        (10, 81, 16, 16, 3, 1, 1, false),
+        (1, 1, 8, 5, 3, 1, 1, false),
+        (7, 13, 37, 70, 1, 1, 0, false),
+        (20, 15, 9, 33, 1, 1, 0, false),
+        (5, 19, 13, 13, 3, 1, 1, true),
+        (6, 7, 20, 20, 3, 2, 1, true),
+        (1, 2, 8, 8, 3, 1, 1, true),
+        (2, 3, 24, 17, 3, 2, 1, false),
+        (9, 9, 3, 8, 3, 2, 1, false),
+    ];
+
+    fn check(simd: Simd) {
+        for (n, &(h, w, cin, cout, k, s, p, dw)) in CASES.iter().enumerate() {
             let input = Feature {
                 h,
                 w,
                 c: cin,
-                data: pseudo(h * w * cin, 1),
+                data: pseudo(h * w * cin, n as u32 + 1),
             };
             let wn = if dw { cout * 9 } else { cout * cin * k * k };
             let wt = pseudo(wn, 2);
             let b = pseudo(cout, 3);
-            let conv = Conv2d::from_oihw(
+            // Per-channel activations when the layer is dense, as fused layers have.
+            let acts: Vec<Activation> = if dw {
+                vec![act_of(n)]
+            } else {
+                (0..cout).map(|j| act_of(n + j)).collect()
+            };
+            let conv = Conv2d::with_activations(
                 &wt,
                 &b,
                 (cout, if dw { cout } else { cin }, k),
                 s,
                 p,
                 dw,
-                Activation::Identity,
+                &acts,
             );
-            let mut out = Feature::default();
-            conv.forward(&input, &mut out, &mut Vec::new());
-            let want = naive(&input, &wt, &b, cout, k, s, p, dw);
-            assert_eq!((out.h, out.w, out.c), (want.h, want.w, want.c));
-            for (a, b) in out.data.iter().zip(&want.data) {
+            let (oh, ow) = conv.out_hw(h, w);
+            let mut out = vec![0.0; oh * ow * cout];
+            conv.run(simd, &input, 0, &mut out, cout, 0, &mut Vec::new());
+            let mut want = naive(&input, &wt, &b, cout, k, s, p, dw);
+            for (i, v) in want.data.iter_mut().enumerate() {
+                *v = acts[(i % cout) % acts.len()].apply(*v);
+            }
+            // Portable on the same input: the SIMD paths must agree with it closely.
+            let mut port = vec![0.0; oh * ow * cout];
+            conv.run(
+                Simd::Portable,
+                &input,
+                0,
+                &mut port,
+                cout,
+                0,
+                &mut Vec::new(),
+            );
+            let case = (simd, h, w, cin, cout, k, s, p, dw);
+            for ((a, b), c) in out.iter().zip(&want.data).zip(&port) {
                 assert!(
-                    (a - b).abs() < 1e-4,
-                    "{a} vs {b} for {:?}",
-                    (h, w, cin, cout, k, s, p, dw)
+                    (a - b).abs() < 2e-4 * (1.0 + b.abs()),
+                    "{a} vs naive {b} for {case:?}"
                 );
+                assert!(
+                    (a - c).abs() < 1e-4 * (1.0 + c.abs()),
+                    "{a} vs portable {c} for {case:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn every_simd_path_matches_naive_and_portable() {
+        for simd in Simd::ALL {
+            if simd.supported() {
+                check(simd);
+            } else {
+                // Straight to stderr, past the test harness's capture: a path this machine
+                // cannot run must be visible in every test log, never silently "passed".
+                use std::io::Write;
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "NOT TESTED: SIMD path `{}` (this CPU cannot run it)",
+                    simd.name()
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn reads_and_writes_channel_slices() {
+        // Winograd (cin ≥ 8), direct 1×1 and direct strided, each reading channels 3.. of a
+        // wider input and writing channels 2.. of a wider output.
+        for (n, &(k, s, p, cin, cout)) in [(3, 1, 1, 10, 12), (1, 1, 0, 10, 18), (3, 2, 1, 9, 7)]
+            .iter()
+            .enumerate()
+        {
+            let (h, w, wide_in) = (7, 10, cin + 5);
+            let full_in = Feature {
+                h,
+                w,
+                c: wide_in,
+                data: pseudo(h * w * wide_in, 9 + n as u32),
+            };
+            let mut part = Feature::zeros(h, w, cin);
+            for px in 0..h * w {
+                part.data[px * cin..(px + 1) * cin]
+                    .copy_from_slice(&full_in.data[px * wide_in + 3..][..cin]);
+            }
+            let conv = Conv2d::from_oihw(
+                &pseudo(cout * cin * k * k, 4),
+                &pseudo(cout, 5),
+                (cout, cin, k),
+                s,
+                p,
+                false,
+                Activation::Leaky(0.1),
+            );
+            for simd in Simd::ALL.into_iter().filter(|s| s.supported()) {
+                let mut alone = Feature::default();
+                conv.forward(&part, &mut alone, &mut Vec::new());
+                let oc = cout + 4;
+                let mut wide = vec![7.0; alone.pixels() * oc];
+                conv.run(simd, &full_in, 3, &mut wide, oc, 2, &mut Vec::new());
+                for px in 0..alone.pixels() {
+                    let got = &wide[px * oc..(px + 1) * oc];
+                    assert_eq!(&got[..2], &[7.0, 7.0]);
+                    assert_eq!(&got[2 + cout..], &[7.0, 7.0]);
+                    for (a, b) in got[2..2 + cout].iter().zip(&alone.data[px * cout..]) {
+                        assert!((a - b).abs() < 1e-4, "{simd:?} {k}×{k}/{s}: {a} vs {b}");
+                    }
+                }
             }
         }
     }

@@ -72,13 +72,20 @@ impl Fpn {
 }
 
 /// SSH: 3×3 (out/2) ‖ 5×5 as two 3×3 (out/4) ‖ 7×7 as three 3×3 sharing the first (out/4),
-/// concatenated, ReLU. Each branch writes its channel slice of the output directly.
+/// concatenated, ReLU.
+///
+/// Layers that read the same input run as one: `conv3X3` ‖ `conv5X5_1` (64 → 32 + 16) and
+/// `conv5X5_2` ‖ `conv7X7_2` (16 → 16 + 16), each with its own activation per output channel;
+/// one Winograd input transform and one pass instead of two (the exported ONNX even computes
+/// `conv5X5_1` twice). The branch ends are copied into their channel slices of the output.
 pub(crate) struct Ssh {
-    conv3: Conv2d,
-    conv5_1: Conv2d,
-    conv5_2: Conv2d,
-    conv7_2: Conv2d,
+    /// `conv3X3` (ReLU) ‖ `conv5X5_1` (leaky).
+    first: Conv2d,
+    /// `conv5X5_2` (ReLU) ‖ `conv7X7_2` (leaky).
+    second: Conv2d,
     conv7_3: Conv2d,
+    half: usize,
+    quarter: usize,
 }
 
 impl Ssh {
@@ -94,8 +101,9 @@ impl Ssh {
         // is applied per branch, which is the same.
         let relu = Activation::Relu;
         let (half, quarter) = (cout / 2, cout / 4);
-        let mut c = |name: &str, ci: usize, co: usize, act: Activation| {
-            b.conv(ConvSpec::bn(
+        // Loaded in the port's order (the weight mapping lists them so).
+        let mut load = |name: &str, ci: usize, co: usize, act: Activation| {
+            b.load(&ConvSpec::bn(
                 &format!("{p}.{name}.0"),
                 &format!("{p}.{name}.1"),
                 ci,
@@ -104,13 +112,34 @@ impl Ssh {
                 1,
                 act,
             ))
+            .map(|(w, bias)| (w, bias, vec![act; co]))
+        };
+        let c3 = load("conv3X3", cin, half, relu)?;
+        let c5_1 = load("conv5X5_1", cin, quarter, leaky)?;
+        let c5_2 = load("conv5X5_2", quarter, quarter, relu)?;
+        let c7_2 = load("conv7X7_2", quarter, quarter, leaky)?;
+        let c7_3 = load("conv7x7_3", quarter, quarter, relu)?;
+        let fuse = |parts: &[&(Vec<f32>, Vec<f32>, Vec<Activation>)], ci: usize| {
+            let cat = |f: &dyn Fn(&(Vec<f32>, Vec<f32>, Vec<Activation>)) -> Vec<f32>| {
+                parts.iter().flat_map(|p| f(p)).collect::<Vec<f32>>()
+            };
+            let acts: Vec<Activation> = parts.iter().flat_map(|p| p.2.clone()).collect();
+            Conv2d::with_activations(
+                &cat(&|p| p.0.clone()),
+                &cat(&|p| p.1.clone()),
+                (acts.len(), ci, 3),
+                1,
+                1,
+                false,
+                &acts,
+            )
         };
         Ok(Ssh {
-            conv3: c("conv3X3", cin, half, relu)?,
-            conv5_1: c("conv5X5_1", cin, quarter, leaky)?,
-            conv5_2: c("conv5X5_2", quarter, quarter, relu)?,
-            conv7_2: c("conv7X7_2", quarter, quarter, leaky)?,
-            conv7_3: c("conv7x7_3", quarter, quarter, relu)?,
+            first: fuse(&[&c3, &c5_1], cin),
+            second: fuse(&[&c5_2, &c7_2], quarter),
+            conv7_3: fuse(&[&c7_3], quarter),
+            half,
+            quarter,
         })
     }
 
@@ -118,16 +147,36 @@ impl Ssh {
     pub fn forward(&self, level: usize, ws: &mut Workspace) {
         let x = &ws.pyramid[level];
         let out = &mut ws.context[level];
-        let (half, quarter) = (self.conv3.cout, self.conv5_2.cout);
+        let (half, quarter) = (self.half, self.quarter);
         let oc = half + 2 * quarter;
         out.reshape(x.h, x.w, oc);
-        self.conv3
-            .forward_into(x, &mut out.data, oc, 0, &mut ws.scratch);
-        self.conv5_1.forward(x, &mut ws.t1, &mut ws.scratch);
-        self.conv5_2
-            .forward_into(&ws.t1, &mut out.data, oc, half, &mut ws.scratch);
-        self.conv7_2.forward(&ws.t1, &mut ws.t2, &mut ws.scratch);
-        self.conv7_3
-            .forward_into(&ws.t2, &mut out.data, oc, half + quarter, &mut ws.scratch);
+        // t1 = [conv3 | conv5_1], t2 = [conv5_2 | conv7_2].
+        self.first.forward(x, &mut ws.t1, &mut ws.scratch);
+        ws.t2.reshape(x.h, x.w, 2 * quarter);
+        self.second.forward_slice(
+            &ws.t1,
+            half,
+            &mut ws.t2.data,
+            2 * quarter,
+            0,
+            &mut ws.scratch,
+        );
+        self.conv7_3.forward_slice(
+            &ws.t2,
+            quarter,
+            &mut out.data,
+            oc,
+            half + quarter,
+            &mut ws.scratch,
+        );
+        for ((o, a), b) in out
+            .data
+            .chunks_exact_mut(oc)
+            .zip(ws.t1.data.chunks_exact(half + quarter))
+            .zip(ws.t2.data.chunks_exact(2 * quarter))
+        {
+            o[..half].copy_from_slice(&a[..half]);
+            o[half..half + quarter].copy_from_slice(&b[..quarter]);
+        }
     }
 }
