@@ -6,7 +6,7 @@
 //! taps outside the image get zero weights and read a valid row instead (0·x adds nothing);
 //! only the first and last pixels of a row check their columns. Measured at 640×480, 1 thread:
 //! the first version (per pixel: build the tap list, then loop channels) took 31 % of a 45 ms
-//! pass; this one takes under 4 %.
+//! pass; this loop order 14 % of 25 ms with one FMA chain per pixel, and less with three.
 
 use super::simd::Simd;
 use super::{out_size, Feature};
@@ -34,34 +34,56 @@ pub(crate) fn conv3x3(
     assert!(input.data.len() >= h * w * c && offset + c <= out_c);
     assert!(stride >= 1 && (ow - 1) * stride < w + 1 && (oh - 1) * stride < h + 1);
     let out = &mut out[..oh * ow * out_c];
-    let row = |(oy, orow): (usize, &mut [f32])| {
-        // Input rows of the three kernel rows, clamped into the image, and whether each is real.
-        let mut rows = [0usize; 3];
-        let mut valid = [false; 3];
-        for ky in 0..3 {
-            let iy = (oy * stride + ky) as isize - 1;
-            valid[ky] = iy >= 0 && iy < h as isize;
-            rows[ky] = iy.clamp(0, h as isize - 1) as usize * w * c;
-        }
-        let r = Row {
-            src: &input.data,
-            rows,
-            valid,
-            w,
-            c,
-            stride,
-            ow,
-            packed,
-            bias,
-            slope,
-        };
-        r.run(simd, orow, out_c, offset);
+    let job = |(oy, orow): (usize, &mut [f32])| {
+        row(
+            simd, input, packed, bias, slope, stride, oy, orow, out_c, offset,
+        )
     };
     if rayon::current_num_threads() > 1 && oh * ow * c > 1 << 15 {
-        out.par_chunks_mut(ow * out_c).enumerate().for_each(row);
+        out.par_chunks_mut(ow * out_c).enumerate().for_each(job);
     } else {
-        out.chunks_mut(ow * out_c).enumerate().for_each(row);
+        out.chunks_mut(ow * out_c).enumerate().for_each(job);
     }
+}
+
+/// Output row `oy` into `orow` (pixel `x` at `orow[x * out_c + offset..]`).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn row(
+    simd: Simd,
+    input: &Feature,
+    packed: &[f32],
+    bias: &[f32],
+    slope: &[f32],
+    stride: usize,
+    oy: usize,
+    orow: &mut [f32],
+    out_c: usize,
+    offset: usize,
+) {
+    let (h, w, c) = (input.h, input.w, input.c);
+    assert!(packed.len() == 9 * c && bias.len() == c && slope.len() == c);
+    assert!(input.data.len() >= h * w * c && offset + c <= out_c && h > 0 && w > 0);
+    // Input rows of the three kernel rows, clamped into the image, and whether each is real.
+    let mut rows = [0usize; 3];
+    let mut valid = [false; 3];
+    for ky in 0..3 {
+        let iy = (oy * stride + ky) as isize - 1;
+        valid[ky] = iy >= 0 && iy < h as isize;
+        rows[ky] = iy.clamp(0, h as isize - 1) as usize * w * c;
+    }
+    let r = Row {
+        src: &input.data,
+        rows,
+        valid,
+        w,
+        c,
+        stride,
+        ow: out_size(w, 3, stride, 1),
+        packed,
+        bias,
+        slope,
+    };
+    r.run(simd, orow, out_c, offset);
 }
 
 /// One output row's inputs.
@@ -144,13 +166,18 @@ impl Row<'_> {
                 let ix0 = (ox * s) as isize - 1;
                 let mut acc = b;
                 if ix0 >= 0 && ix0 + 2 < w as isize {
+                    // Three chains of three FMAs (one per kernel row), summed at the end: one
+                    // chain of nine was latency-bound (5 cycles per FMA), 14 % of a pass.
                     let x = ix0 as usize * c;
+                    let mut part = [_mm256_setzero_ps(); 3];
                     for ky in 0..3 {
                         let p = r[ky].add(x);
-                        acc = _mm256_fmadd_ps(_mm256_loadu_ps(p), k[ky * 3], acc);
-                        acc = _mm256_fmadd_ps(_mm256_loadu_ps(p.add(c)), k[ky * 3 + 1], acc);
-                        acc = _mm256_fmadd_ps(_mm256_loadu_ps(p.add(2 * c)), k[ky * 3 + 2], acc);
+                        let mut a = _mm256_mul_ps(_mm256_loadu_ps(p), k[ky * 3]);
+                        a = _mm256_fmadd_ps(_mm256_loadu_ps(p.add(c)), k[ky * 3 + 1], a);
+                        part[ky] = _mm256_fmadd_ps(_mm256_loadu_ps(p.add(2 * c)), k[ky * 3 + 2], a);
                     }
+                    acc =
+                        _mm256_add_ps(_mm256_add_ps(acc, part[0]), _mm256_add_ps(part[1], part[2]));
                 } else {
                     for kx in 0..3 {
                         let ix = ix0 + kx as isize;

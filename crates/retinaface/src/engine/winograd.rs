@@ -322,24 +322,17 @@ fn input_transform(
     v: &mut [f32],
     vs: usize,
 ) {
+    if nt == 0 {
+        return;
+    }
+    // Last value read: row 4·ty + 5, column 4·(tx0 + nt − 1) + 5, channel cp − 1; last written:
+    // point 35, tile nt − 1, channel cp − 1.
+    assert!(((4 * ty + 5) * pw + 4 * (tx0 + nt - 1) + 6) * cp <= padded.len());
+    assert!(35 * vs + nt * cp <= v.len() && cp % L == 0);
     #[cfg(target_arch = "x86_64")]
     if simd != Simd::Portable && Simd::Avx2.supported() {
-        #[target_feature(enable = "avx2,fma")]
-        #[allow(clippy::too_many_arguments)]
-        fn avx2(
-            padded: &[f32],
-            pw: usize,
-            cp: usize,
-            ty: usize,
-            tx0: usize,
-            nt: usize,
-            v: &mut [f32],
-            vs: usize,
-        ) {
-            input_generic(padded, pw, cp, ty, tx0, nt, v, vs)
-        }
-        // SAFETY: the CPU has AVX2 and FMA; the body is safe Rust.
-        unsafe { avx2(padded, pw, cp, ty, tx0, nt, v, vs) };
+        // SAFETY: AVX2 + FMA present; the asserts above bound every load and store.
+        unsafe { avx2::input(padded.as_ptr(), pw, cp, ty, tx0, nt, v.as_mut_ptr(), vs) };
         return;
     }
     let _ = simd;
@@ -360,28 +353,162 @@ fn output_transform(
     rows: usize,
     tx0: usize,
 ) {
+    if nt == 0 || rows == 0 {
+        return;
+    }
+    assert!(35 * ms + nt * wt.cout_pad <= m.len() && rows <= 4);
+    assert!(4 * (tx0 + nt - 1) < w && offset + wt.cout <= out_c);
+    // Last pixel written: row rows − 1, column min(4·(tx0 + nt), w) − 1.
+    let last_px = (rows - 1) * w + (4 * (tx0 + nt)).min(w) - 1;
+    assert!(last_px * out_c + offset + wt.cout <= o.len());
     #[cfg(target_arch = "x86_64")]
     if simd != Simd::Portable && Simd::Avx2.supported() {
-        #[target_feature(enable = "avx2,fma")]
-        #[allow(clippy::too_many_arguments)]
-        fn avx2(
-            wt: &Weights,
-            m: &[f32],
-            ms: usize,
-            nt: usize,
-            o: &mut [f32],
-            w: usize,
-            out_c: usize,
-            offset: usize,
-            rows: usize,
-            tx0: usize,
-        ) {
-            output_generic(wt, m, ms, nt, o, w, out_c, offset, rows, tx0)
-        }
-        // SAFETY: the CPU has AVX2 and FMA; the body is safe Rust.
-        unsafe { avx2(wt, m, ms, nt, o, w, out_c, offset, rows, tx0) };
+        // SAFETY: AVX2 + FMA present; the asserts above bound every load of `m` and every
+        // store to `o` (pixels clipped to `rows` × `w`, channels to `cout`); bias and slope
+        // hold `cout_pad` values.
+        unsafe {
+            avx2::output(
+                wt,
+                m.as_ptr(),
+                ms,
+                nt,
+                o.as_mut_ptr(),
+                w,
+                out_c,
+                offset,
+                rows,
+                tx0,
+            )
+        };
         return;
     }
     let _ = simd;
     output_generic(wt, m, ms, nt, o, w, out_c, offset, rows, tx0)
+}
+
+/// The transforms in AVX2 intrinsics: the generic versions compiled for AVX2 left
+/// `array::from_fn` calls out of line (6 % of a pass at 640×480).
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use super::{Weights, L};
+    use std::arch::x86_64::*;
+
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    fn bt(d: [__m256; 6]) -> [__m256; 6] {
+        let (f2, f4, f5) = (
+            _mm256_set1_ps(2.0),
+            _mm256_set1_ps(4.0),
+            _mm256_set1_ps(5.0),
+        );
+        let [d0, d1, d2, d3, d4, d5] = d;
+        let d42 = _mm256_sub_ps(d4, d2);
+        [
+            _mm256_fmadd_ps(f4, d0, _mm256_fnmadd_ps(f5, d2, d4)),
+            _mm256_fnmadd_ps(f4, _mm256_add_ps(d1, d2), _mm256_add_ps(d3, d4)),
+            _mm256_fmadd_ps(f4, _mm256_sub_ps(d1, d2), _mm256_sub_ps(d4, d3)),
+            _mm256_fmadd_ps(f2, _mm256_sub_ps(d3, d1), d42),
+            _mm256_fmadd_ps(f2, _mm256_sub_ps(d1, d3), d42),
+            _mm256_fmadd_ps(f4, d1, _mm256_fnmadd_ps(f5, d3, d5)),
+        ]
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    fn at(m: [__m256; 6]) -> [__m256; 4] {
+        let [m0, m1, m2, m3, m4, m5] = m;
+        let (a, b) = (_mm256_add_ps(m1, m2), _mm256_sub_ps(m1, m2));
+        let (c, d) = (_mm256_add_ps(m3, m4), _mm256_sub_ps(m3, m4));
+        [
+            _mm256_add_ps(_mm256_add_ps(m0, a), c),
+            _mm256_fmadd_ps(_mm256_set1_ps(2.0), d, b),
+            _mm256_fmadd_ps(_mm256_set1_ps(4.0), c, a),
+            _mm256_add_ps(_mm256_fmadd_ps(_mm256_set1_ps(8.0), d, b), m5),
+        ]
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    #[allow(clippy::too_many_arguments)]
+    pub(super) unsafe fn input(
+        padded: *const f32,
+        pw: usize,
+        cp: usize,
+        ty: usize,
+        tx0: usize,
+        nt: usize,
+        v: *mut f32,
+        vs: usize,
+    ) {
+        for t in 0..nt {
+            let (y0, x0) = (4 * ty, 4 * (tx0 + t));
+            for c in (0..cp).step_by(L) {
+                let mut cols = [[_mm256_setzero_ps(); 6]; 6];
+                for (j, col) in cols.iter_mut().enumerate() {
+                    let mut d = [_mm256_setzero_ps(); 6];
+                    for (i, x) in d.iter_mut().enumerate() {
+                        *x = _mm256_loadu_ps(padded.add(((y0 + i) * pw + x0 + j) * cp + c));
+                    }
+                    *col = bt(d);
+                }
+                for i in 0..6 {
+                    let r = bt([
+                        cols[0][i], cols[1][i], cols[2][i], cols[3][i], cols[4][i], cols[5][i],
+                    ]);
+                    for (j, x) in r.iter().enumerate() {
+                        _mm256_storeu_ps(v.add((i * 6 + j) * vs + t * cp + c), *x);
+                    }
+                }
+            }
+        }
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    #[allow(clippy::too_many_arguments)]
+    pub(super) unsafe fn output(
+        wt: &Weights,
+        m: *const f32,
+        ms: usize,
+        nt: usize,
+        o: *mut f32,
+        w: usize,
+        out_c: usize,
+        offset: usize,
+        rows: usize,
+        tx0: usize,
+    ) {
+        for t in 0..nt {
+            let x0 = 4 * (tx0 + t);
+            let cols_in = 4.min(w - x0);
+            for c in (0..wt.cout).step_by(L) {
+                let n = L.min(wt.cout - c);
+                let mut cols = [[_mm256_setzero_ps(); 4]; 6];
+                for (j, col) in cols.iter_mut().enumerate() {
+                    let mut d = [_mm256_setzero_ps(); 6];
+                    for (i, x) in d.iter_mut().enumerate() {
+                        *x = _mm256_loadu_ps(m.add((i * 6 + j) * ms + t * wt.cout_pad + c));
+                    }
+                    *col = at(d);
+                }
+                let bias = _mm256_loadu_ps(wt.bias.as_ptr().add(c));
+                let slope = _mm256_loadu_ps(wt.slope.as_ptr().add(c));
+                for i in 0..rows {
+                    let r = at([
+                        cols[0][i], cols[1][i], cols[2][i], cols[3][i], cols[4][i], cols[5][i],
+                    ]);
+                    for (j, y) in r.iter().enumerate().take(cols_in) {
+                        let x = _mm256_add_ps(*y, bias);
+                        let z = _mm256_max_ps(x, _mm256_mul_ps(x, slope));
+                        let dst = o.add((i * w + x0 + j) * out_c + offset + c);
+                        if n == L {
+                            _mm256_storeu_ps(dst, z);
+                        } else {
+                            let mut tmp = [0f32; L];
+                            _mm256_storeu_ps(tmp.as_mut_ptr(), z);
+                            std::ptr::copy_nonoverlapping(tmp.as_ptr(), dst, n);
+                        }
+                    }
+                }
+            }
+        }
+    }
 }

@@ -76,14 +76,36 @@ impl MobileNet {
         for (s, stage) in self.stages.iter().enumerate() {
             let (done, rest) = ws.stages.split_at_mut(s);
             let src = if s == 0 { input } else { &done[s - 1] };
-            run_chain(
-                stage,
-                src,
-                &mut rest[0],
-                &mut ws.ping,
-                &mut ws.pong,
-                &mut ws.scratch,
-            );
+            // stage1 opens with the stem; the rest are (depthwise, pointwise) pairs, each
+            // pair run fused.
+            let (head, pairs) = if s == 0 {
+                stage.split_at(1)
+            } else {
+                stage.split_at(0)
+            };
+            let bufs = &mut ws.chain[s];
+            // Which of `bufs` holds the current map (None: `src`).
+            let mut cur = None;
+            if let [stem] = head {
+                stem.forward(src, &mut bufs[0], &mut ws.scratch);
+                cur = Some(0);
+            }
+            let n = pairs.len() / 2;
+            for (i, pair) in pairs.chunks_exact(2).enumerate() {
+                let (dw, pw) = (&pair[0], &pair[1]);
+                let [b0, b1] = &mut *bufs;
+                let (x, y): (&Feature, &mut Feature) = match cur {
+                    None => (src, b0),
+                    Some(0) => (b0, b1),
+                    Some(_) => (b1, b0),
+                };
+                if i + 1 == n {
+                    dw.forward_depthwise_pointwise(pw, x, &mut rest[0]);
+                } else {
+                    dw.forward_depthwise_pointwise(pw, x, y);
+                    cur = Some(cur.map_or(0, |c| 1 - c));
+                }
+            }
         }
     }
 }

@@ -70,6 +70,13 @@ pub struct Workspace {
     pub(crate) t2: Feature,
     pub(crate) spare: Feature,
     pub(crate) stages: [Feature; 3],
+    /// Per backbone stage, the two maps its chain alternates between; per FPN level, the
+    /// lateral before its merge; per SSH level, its two temporaries. Each buffer always gets
+    /// the same size, so no pass re-grows (and re-zeroes) one a smaller layer shrank: that
+    /// zeroing was 7 % of a pass.
+    pub(crate) chain: [[Feature; 2]; 3],
+    pub(crate) lateral: [Feature; 2],
+    pub(crate) ssh_tmp: [[Feature; 2]; 3],
     pub(crate) pyramid: [Feature; 3],
     pub(crate) context: [Feature; 3],
     /// The fused head outputs per level (read them after [`Network::forward`]).

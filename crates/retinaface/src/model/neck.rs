@@ -58,15 +58,12 @@ impl Fpn {
 
     /// `ws.stages` → `ws.pyramid` (finest first).
     pub fn forward(&self, ws: &mut Workspace) {
-        for i in 0..3 {
-            self.lateral[i].forward(&ws.stages[i], &mut ws.t1, &mut ws.scratch);
-            std::mem::swap(&mut ws.t1, &mut ws.pyramid[i]);
-        }
+        self.lateral[2].forward(&ws.stages[2], &mut ws.pyramid[2], &mut ws.scratch);
         for i in (0..2).rev() {
-            let (lo, hi) = ws.pyramid.split_at_mut(i + 1);
-            add_upsampled_nearest(&mut lo[i], &hi[0]);
-            self.merge[i].forward(&lo[i], &mut ws.t1, &mut ws.scratch);
-            std::mem::swap(&mut ws.t1, &mut lo[i]);
+            let lat = &mut ws.lateral[i];
+            self.lateral[i].forward(&ws.stages[i], lat, &mut ws.scratch);
+            add_upsampled_nearest(lat, &ws.pyramid[i + 1]);
+            self.merge[i].forward(lat, &mut ws.pyramid[i], &mut ws.scratch);
         }
     }
 }
@@ -147,22 +144,17 @@ impl Ssh {
     pub fn forward(&self, level: usize, ws: &mut Workspace) {
         let x = &ws.pyramid[level];
         let out = &mut ws.context[level];
+        let [t1, t2] = &mut ws.ssh_tmp[level];
         let (half, quarter) = (self.half, self.quarter);
         let oc = half + 2 * quarter;
         out.reshape(x.h, x.w, oc);
         // t1 = [conv3 | conv5_1], t2 = [conv5_2 | conv7_2].
-        self.first.forward(x, &mut ws.t1, &mut ws.scratch);
-        ws.t2.reshape(x.h, x.w, 2 * quarter);
-        self.second.forward_slice(
-            &ws.t1,
-            half,
-            &mut ws.t2.data,
-            2 * quarter,
-            0,
-            &mut ws.scratch,
-        );
+        self.first.forward(x, t1, &mut ws.scratch);
+        t2.reshape(x.h, x.w, 2 * quarter);
+        self.second
+            .forward_slice(t1, half, &mut t2.data, 2 * quarter, 0, &mut ws.scratch);
         self.conv7_3.forward_slice(
-            &ws.t2,
+            t2,
             quarter,
             &mut out.data,
             oc,
@@ -172,8 +164,8 @@ impl Ssh {
         for ((o, a), b) in out
             .data
             .chunks_exact_mut(oc)
-            .zip(ws.t1.data.chunks_exact(half + quarter))
-            .zip(ws.t2.data.chunks_exact(2 * quarter))
+            .zip(t1.data.chunks_exact(half + quarter))
+            .zip(t2.data.chunks_exact(2 * quarter))
         {
             o[..half].copy_from_slice(&a[..half]);
             o[half..half + quarter].copy_from_slice(&b[..quarter]);
