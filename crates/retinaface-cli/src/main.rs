@@ -28,6 +28,8 @@ enum Command {
     Convert(commands::convert::Args),
     /// Measure the forward pass and the whole detection per input size.
     Bench(commands::bench::Args),
+    /// Evaluate: WIDER FACE AP with PR curves, landmark NME / failure rate / CED.
+    Eval(commands::eval::Args),
 }
 
 fn main() -> ExitCode {
@@ -36,6 +38,7 @@ fn main() -> ExitCode {
         Command::Detect(a) => commands::detect::run(a),
         Command::Convert(a) => commands::convert::run(a),
         Command::Bench(a) => commands::bench::run(a),
+        Command::Eval(a) => commands::eval::run(a),
     };
     match result {
         Ok(code) => code,

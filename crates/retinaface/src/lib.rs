@@ -21,6 +21,7 @@ pub mod error;
 pub mod input;
 pub mod model;
 pub mod post;
+pub mod tta;
 pub mod weights;
 
 pub use config::{Backbone, ModelConfig};

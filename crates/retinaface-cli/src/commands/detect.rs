@@ -5,6 +5,9 @@ use crate::model::ModelArgs;
 use crate::output::{self, Record};
 use crate::progress;
 use anyhow::{Context, Result};
+use image::RgbImage;
+use retinaface::input::resize::Resize;
+use retinaface::tta::{self, Merge, Protocol};
 use retinaface::{DetectOptions, Detector, Face};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -24,6 +27,27 @@ pub struct DetectArgs {
     /// Faces kept after NMS.
     #[arg(long, default_value_t = 750)]
     pub keep: usize,
+    /// Single-pass image size: `original` (default), `short:N` or `long:N` (Pillow-exact
+    /// bilinear resize; coordinates are mapped back to the original image).
+    #[arg(long, value_name = "MODE", conflicts_with_all = ["scales", "tta"])]
+    pub resize: Option<Resize>,
+    /// Image pyramid: short sides in pixels, e.g. 500,800,1100,1400,1700 (`--tta`'s).
+    #[arg(long, value_name = "S,S,...", value_delimiter = ',')]
+    pub scales: Option<Vec<u32>>,
+    /// Also run every pass on the mirrored image (boxes and landmarks mirrored back).
+    #[arg(long)]
+    pub flip: bool,
+    /// Merge the passes by box voting at IoU 0.4 (otherwise NMS over their union).
+    #[arg(long)]
+    pub vote: bool,
+    /// Skip pyramid scales whose pixel count W·H·k² exceeds this (default 4.5e6); the
+    /// smallest scale runs even when over it.
+    #[arg(long, value_name = "PIXELS")]
+    pub max_pixels: Option<f64>,
+    /// The paper's test-time protocol: `--scales 500,800,1100,1400,1700 --flip --vote
+    /// --max-pixels 4.5e6` (each may still be given to change it).
+    #[arg(long)]
+    pub tta: bool,
 }
 
 impl DetectArgs {
@@ -36,6 +60,64 @@ impl DetectArgs {
             keep: self.keep,
         }
     }
+
+    /// The test-time protocol of the flags (one plain pass without any).
+    pub fn protocol(&self) -> Result<Protocol> {
+        let scales = match (&self.scales, self.tta) {
+            (Some(s), _) => Some(s.clone()),
+            (None, true) => Some(tta::PAPER_SCALES.to_vec()),
+            (None, false) => None,
+        };
+        let protocol = match scales {
+            Some(s) => {
+                if s.is_empty() || s.contains(&0) {
+                    anyhow::bail!("--scales wants positive short sides, e.g. 500,800,1100");
+                }
+                Protocol {
+                    sizes: s.into_iter().map(Resize::Short).collect(),
+                    flip: self.flip || self.tta,
+                    merge: if self.vote || self.tta {
+                        Merge::Vote(tta::VOTE_IOU)
+                    } else {
+                        Merge::Nms
+                    },
+                    max_pixels: Some(self.max_pixels.unwrap_or(tta::PAPER_MAX_PIXELS)),
+                }
+            }
+            None => Protocol {
+                sizes: vec![self.resize.unwrap_or(Resize::Original)],
+                flip: self.flip,
+                merge: if self.vote {
+                    Merge::Vote(tta::VOTE_IOU)
+                } else {
+                    Merge::Nms
+                },
+                max_pixels: self.max_pixels,
+            },
+        };
+        protocol.validate()?;
+        Ok(protocol)
+    }
+
+    /// Whether any flag asks for more than one plain pass at the original size.
+    pub fn uses_protocol(&self) -> bool {
+        self.tta
+            || self.flip
+            || self.vote
+            || self.scales.is_some()
+            || self.resize.is_some()
+            || self.max_pixels.is_some()
+    }
+}
+
+/// Detect with the protocol of the flags.
+pub fn detect_image(
+    detector: &Detector,
+    img: &RgbImage,
+    options: &DetectOptions,
+    protocol: &Protocol,
+) -> Result<Vec<Face>> {
+    Ok(tta::detect(detector, img, options, protocol)?)
 }
 
 #[derive(clap::Args)]
@@ -66,6 +148,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
         .unwrap_or(if a.wider.is_some() { 0.02 } else { 0.5 });
     let options = a.detect.options(run_threshold);
     options.validate()?;
+    let protocol = a.detect.protocol()?;
     let detector = a.model.load_with_threads(a.model.threads())?;
     let (inputs, mut failures) = files::collect(&a.paths, files::IMAGE_EXTENSIONS);
     for (p, e) in &failures {
@@ -75,7 +158,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
     let mut records = Vec::with_capacity(inputs.len());
     let mut faces_total = 0;
     for input in &inputs {
-        match process(&detector, input, &a, &options, shown_threshold) {
+        match process(&detector, input, &a, &options, &protocol, shown_threshold) {
             Ok(r) => {
                 faces_total += r.faces.len();
                 records.push(r);
@@ -113,10 +196,11 @@ fn process(
     input: &Input,
     a: &Args,
     options: &DetectOptions,
+    protocol: &Protocol,
     shown: f32,
 ) -> Result<Record> {
     let img = retinaface::input::load_image(&input.path)?;
-    let faces = detector.detect(&img, options)?;
+    let faces = detect_image(detector, &img, options, protocol)?;
     if let Some(dir) = &a.wider {
         let path = dir
             .join(input.event())

@@ -3,3 +3,4 @@
 pub mod bench;
 pub mod convert;
 pub mod detect;
+pub mod eval;

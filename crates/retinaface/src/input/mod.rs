@@ -9,6 +9,7 @@ use std::path::Path;
 
 #[cfg(feature = "libjpeg")]
 mod jpeg;
+pub mod resize;
 
 /// Largest image accepted by default: 100 megapixels (a 1080p frame is 2).
 pub const DEFAULT_MAX_PIXELS: u64 = 100_000_000;
