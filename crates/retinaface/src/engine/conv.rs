@@ -402,6 +402,32 @@ impl Conv2d {
     }
 }
 
+impl Conv2d {
+    pub(crate) fn is_depthwise(&self) -> bool {
+        matches!(self.kernel, Kernel::Depthwise { .. })
+    }
+
+    pub(crate) fn is_pointwise(&self) -> bool {
+        matches!(self.kernel, Kernel::Direct(_)) && self.k == 1 && self.stride == 1 && self.pad == 0
+    }
+
+    /// Packed weights, bias and slopes of a depthwise layer.
+    pub(crate) fn depthwise_parts(&self) -> (&[f32], &[f32], &[f32]) {
+        match &self.kernel {
+            Kernel::Depthwise { packed } => (packed, &self.bias, &self.slope),
+            _ => panic!("not a depthwise layer"),
+        }
+    }
+
+    /// The micro-kernel weights of a directly computed layer.
+    pub(crate) fn direct_packed(&self) -> &Packed {
+        match &self.kernel {
+            Kernel::Direct(p) => p,
+            _ => panic!("not a directly computed layer"),
+        }
+    }
+}
+
 /// Largest kernel: 7×7 (ResNet's stem).
 const MAX_TAPS: usize = 49;
 

@@ -61,18 +61,54 @@ pub(crate) fn row(
     offset: usize,
 ) {
     let (h, w, c) = (input.h, input.w, input.c);
+    assert!(input.data.len() >= h * w * c);
+    let dims = (h, w, c);
+    let locate = |iy: usize| iy * w * c;
+    row_with(
+        simd,
+        &input.data,
+        dims,
+        locate,
+        packed,
+        bias,
+        slope,
+        stride,
+        oy,
+        orow,
+        out_c,
+        offset,
+    )
+}
+
+/// As [`row`], for an input of `h × w × c` whose row `iy` starts at `src[locate(iy)]` (a ring
+/// of rows, in the row pipeline).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn row_with(
+    simd: Simd,
+    src: &[f32],
+    (h, w, c): (usize, usize, usize),
+    locate: impl Fn(usize) -> usize,
+    packed: &[f32],
+    bias: &[f32],
+    slope: &[f32],
+    stride: usize,
+    oy: usize,
+    orow: &mut [f32],
+    out_c: usize,
+    offset: usize,
+) {
     assert!(packed.len() == 9 * c && bias.len() == c && slope.len() == c);
-    assert!(input.data.len() >= h * w * c && offset + c <= out_c && h > 0 && w > 0);
+    assert!(offset + c <= out_c && h > 0 && w > 0);
     // Input rows of the three kernel rows, clamped into the image, and whether each is real.
     let mut rows = [0usize; 3];
     let mut valid = [false; 3];
     for ky in 0..3 {
         let iy = (oy * stride + ky) as isize - 1;
         valid[ky] = iy >= 0 && iy < h as isize;
-        rows[ky] = iy.clamp(0, h as isize - 1) as usize * w * c;
+        rows[ky] = locate(iy.clamp(0, h as isize - 1) as usize);
     }
     let r = Row {
-        src: &input.data,
+        src,
         rows,
         valid,
         w,

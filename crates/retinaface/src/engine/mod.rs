@@ -9,11 +9,13 @@ mod conv;
 mod depthwise;
 mod kernel;
 mod ops;
+mod pipeline;
 mod simd;
 mod winograd;
 
 pub use conv::{Activation, Conv2d};
 pub use ops::{add_upsampled_nearest, max_pool_3x3_s2};
+pub use pipeline::{stem_then_pairs, RowRings};
 pub use simd::Simd;
 
 /// A feature map in NHWC layout (batch 1).

@@ -2,7 +2,7 @@
 
 use super::builder::{Builder, ConvSpec};
 use super::Workspace;
-use crate::engine::{Activation, Conv2d, Feature};
+use crate::engine::{stem_then_pairs, Activation, Conv2d, Feature};
 use crate::weights::WeightsError;
 
 const SLOPE: Activation = Activation::Leaky(0.1);
@@ -76,20 +76,17 @@ impl MobileNet {
         for (s, stage) in self.stages.iter().enumerate() {
             let (done, rest) = ws.stages.split_at_mut(s);
             let src = if s == 0 { input } else { &done[s - 1] };
-            // stage1 opens with the stem; the rest are (depthwise, pointwise) pairs, each
-            // pair run fused.
-            let (head, pairs) = if s == 0 {
-                stage.split_at(1)
-            } else {
-                stage.split_at(0)
-            };
+            // stage1 opens with the stem; the rest are (depthwise, pointwise) pairs.
+            if s == 0 {
+                // The large maps: row by row through rings, never stored whole.
+                stem_then_pairs(&stage[0], &stage[1..], src, &mut rest[0], &mut ws.bands);
+                continue;
+            }
+            // Each pair fused (one row of depthwise output at a time), alternating buffers.
+            let pairs = &stage[..];
             let bufs = &mut ws.chain[s];
             // Which of `bufs` holds the current map (None: `src`).
             let mut cur = None;
-            if let [stem] = head {
-                stem.forward(src, &mut bufs[0], &mut ws.scratch);
-                cur = Some(0);
-            }
             let n = pairs.len() / 2;
             for (i, pair) in pairs.chunks_exact(2).enumerate() {
                 let (dw, pw) = (&pair[0], &pair[1]);

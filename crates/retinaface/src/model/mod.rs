@@ -77,6 +77,8 @@ pub struct Workspace {
     pub(crate) chain: [[Feature; 2]; 3],
     pub(crate) lateral: [Feature; 2],
     pub(crate) ssh_tmp: [[Feature; 2]; 3],
+    /// Row rings of the backbone's first stage, one set per band.
+    pub(crate) bands: Vec<crate::engine::RowRings>,
     pub(crate) pyramid: [Feature; 3],
     pub(crate) context: [Feature; 3],
     /// The fused head outputs per level (read them after [`Network::forward`]).
