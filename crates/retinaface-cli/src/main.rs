@@ -1,10 +1,11 @@
-//! The `retinaface` command line: detect, convert, bench, eval.
+//! The `retinaface` command line: detect, convert, bench, eval, align, anonymize.
 
 mod commands;
 mod files;
 mod model;
 mod output;
 mod progress;
+mod video;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -30,6 +31,10 @@ enum Command {
     Bench(commands::bench::Args),
     /// Evaluate: WIDER FACE AP with PR curves, landmark NME / failure rate / CED.
     Eval(commands::eval::Args),
+    /// ArcFace-aligned crops of every face, for face recognition.
+    Align(commands::align::Args),
+    /// Blur, pixelate or fill the faces of photos and videos.
+    Anonymize(commands::anonymize::Args),
 }
 
 fn main() -> ExitCode {
@@ -39,6 +44,8 @@ fn main() -> ExitCode {
         Command::Convert(a) => commands::convert::run(a),
         Command::Bench(a) => commands::bench::run(a),
         Command::Eval(a) => commands::eval::run(a),
+        Command::Align(a) => commands::align::run(a),
+        Command::Anonymize(a) => commands::anonymize::run(a),
     };
     match result {
         Ok(code) => code,

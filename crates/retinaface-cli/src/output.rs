@@ -49,7 +49,7 @@ pub fn write_json(target: &Path, records: &[Record]) -> Result<()> {
     Ok(())
 }
 
-/// Boxes and landmarks drawn on a copy of the image.
+/// Boxes, scores and landmarks drawn on a copy of the image.
 pub fn draw(img: &RgbImage, faces: &[Face]) -> RgbImage {
     let mut out = img.clone();
     let thick = ((img.width().max(img.height()) as f32 / 500.0).ceil() as i64).max(1);
@@ -58,6 +58,14 @@ pub fn draw(img: &RgbImage, faces: &[Face]) -> RgbImage {
         for t in 0..thick {
             rect(&mut out, x1 - t, y1 - t, x2 + t, y2 + t, Rgb([0, 255, 0]));
         }
+        text(
+            &mut out,
+            x1,
+            y1 - 7 * thick,
+            thick,
+            &format!("{:.2}", f.score),
+            Rgb([0, 255, 0]),
+        );
         const COLOURS: [[u8; 3]; 5] = [
             [255, 0, 0],
             [0, 255, 255],
@@ -76,6 +84,47 @@ pub fn draw(img: &RgbImage, faces: &[Face]) -> RgbImage {
         }
     }
     out
+}
+
+/// 3×5 glyphs for the digits and the point, one row per 3 bits (MSB left).
+const GLYPHS: [(char, [u8; 5]); 11] = [
+    ('0', [7, 5, 5, 5, 7]),
+    ('1', [2, 6, 2, 2, 7]),
+    ('2', [7, 1, 7, 4, 7]),
+    ('3', [7, 1, 7, 1, 7]),
+    ('4', [5, 5, 7, 1, 1]),
+    ('5', [7, 4, 7, 1, 7]),
+    ('6', [7, 4, 7, 5, 7]),
+    ('7', [7, 1, 1, 1, 1]),
+    ('8', [7, 5, 7, 5, 7]),
+    ('9', [7, 5, 7, 1, 7]),
+    ('.', [0, 0, 0, 0, 2]),
+];
+
+/// A score written with the built-in digits, `scale` pixels per dot, top-left at (x, y).
+fn text(img: &mut RgbImage, x: i64, y: i64, scale: i64, s: &str, c: Rgb<u8>) {
+    let y = y.max(0);
+    for (i, ch) in s.chars().enumerate() {
+        let Some((_, rows)) = GLYPHS.iter().find(|(g, _)| *g == ch) else {
+            continue;
+        };
+        for (r, bits) in rows.iter().enumerate() {
+            for col in 0..3 {
+                if bits & (4 >> col) != 0 {
+                    for dy in 0..scale {
+                        for dx in 0..scale {
+                            put(
+                                img,
+                                x + (i as i64 * 4 + col) * scale + dx,
+                                y + r as i64 * scale + dy,
+                                c,
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
 
 fn put(img: &mut RgbImage, x: i64, y: i64, c: Rgb<u8>) {

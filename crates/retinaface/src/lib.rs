@@ -14,6 +14,8 @@
 //! # Ok::<(), retinaface::Error>(())
 //! ```
 
+pub mod align;
+pub mod anonymize;
 pub mod config;
 pub mod detector;
 pub mod engine;

@@ -4,6 +4,7 @@ use crate::files::{self, Input};
 use crate::model::ModelArgs;
 use crate::output::{self, Record};
 use crate::progress;
+use crate::video;
 use anyhow::{Context, Result};
 use image::RgbImage;
 use retinaface::input::resize::Resize;
@@ -134,6 +135,11 @@ pub struct Args {
     /// Write WIDER FACE prediction files (`<event>/<stem>.txt`) into this folder.
     #[arg(long)]
     wider: Option<PathBuf>,
+    /// Videos (mp4 mov mkv webm avi): write one JSON line per frame here (`-` for standard
+    /// output), `{"frame", "time_s", "faces"}`. Without it, `--json FILE` puts each video's
+    /// lines beside FILE as `<video stem>.jsonl`.
+    #[arg(long)]
+    jsonl: Option<PathBuf>,
     #[command(flatten)]
     detect: DetectArgs,
     #[command(flatten)]
@@ -150,10 +156,17 @@ pub fn run(a: Args) -> Result<ExitCode> {
     options.validate()?;
     let protocol = a.detect.protocol()?;
     let detector = a.model.load_with_threads(a.model.threads())?;
-    let (inputs, mut failures) = files::collect(&a.paths, files::IMAGE_EXTENSIONS);
+    let exts: Vec<&str> = files::IMAGE_EXTENSIONS
+        .iter()
+        .chain(video::VIDEO_EXTENSIONS)
+        .copied()
+        .collect();
+    let (inputs, mut failures) = files::collect(&a.paths, &exts);
     for (p, e) in &failures {
         eprintln!("error: {}: {e}", p.display());
     }
+    let (videos, inputs): (Vec<Input>, Vec<Input>) =
+        inputs.into_iter().partition(|i| video::is_video(&i.path));
     let bar = progress::bar(inputs.len(), "images");
     let mut records = Vec::with_capacity(inputs.len());
     let mut faces_total = 0;
@@ -174,9 +187,23 @@ pub fn run(a: Args) -> Result<ExitCode> {
     if let Some(target) = &a.json {
         output::write_json(target, &records)?;
     }
+    if !videos.is_empty() {
+        let video_detector = a.model.load_with_threads(0)?;
+        for input in &videos {
+            if let Err(e) = detect_video(&video_detector, input, &a, &options, shown_threshold) {
+                eprintln!("error: {}: {e:#}", input.path.display());
+                failures.push((input.path.clone(), format!("{e:#}")));
+            }
+        }
+    }
     eprintln!(
-        "{} image(s), {} face(s) above {shown_threshold}{}",
+        "{} image(s){}, {} face(s) above {shown_threshold} in the images{}",
         records.len(),
+        if videos.is_empty() {
+            String::new()
+        } else {
+            format!(" and {} video(s)", videos.len())
+        },
         faces_total,
         if failures.is_empty() {
             String::new()
@@ -189,6 +216,71 @@ pub fn run(a: Args) -> Result<ExitCode> {
     } else {
         ExitCode::from(1)
     })
+}
+
+/// A video frame's detections (one JSON line).
+#[derive(serde::Serialize)]
+struct FrameRecord<'a> {
+    video: &'a str,
+    frame: u64,
+    time_s: f64,
+    faces: Vec<&'a Face>,
+}
+
+/// One JSON line per frame of a video, to `--jsonl` or beside `--json FILE`.
+fn detect_video(
+    detector: &Detector,
+    input: &Input,
+    a: &Args,
+    options: &DetectOptions,
+    shown: f32,
+) -> Result<()> {
+    let target = match (&a.jsonl, &a.json) {
+        (Some(t), _) => t.clone(),
+        (None, Some(j)) if j.as_os_str() == "-" => j.clone(),
+        (None, Some(j)) => {
+            let t = j.with_file_name(format!("{}.jsonl", input.stem()));
+            eprintln!(
+                "{}: video records go to {} (JSON lines)",
+                input.path.display(),
+                t.display()
+            );
+            t
+        }
+        (None, None) => PathBuf::from("-"),
+    };
+    let mut out: Box<dyn std::io::Write> = if target.as_os_str() == "-" {
+        Box::new(std::io::stdout().lock())
+    } else {
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(a.jsonl.is_some())
+            .write(true)
+            .truncate(a.jsonl.is_none())
+            .open(&target)
+            .with_context(|| format!("cannot write {}", target.display()))?;
+        Box::new(std::io::BufWriter::new(f))
+    };
+    let video_name = input.name.to_string_lossy().into_owned();
+    video::detect(
+        detector,
+        &input.path,
+        a.model.threads(),
+        options,
+        |frame, time_s, faces| {
+            let faces: Vec<&Face> = faces.iter().filter(|f| f.score > shown).collect();
+            let record = FrameRecord {
+                video: &video_name,
+                frame,
+                time_s,
+                faces,
+            };
+            writeln!(out, "{}", serde_json::to_string(&record)?)?;
+            Ok(())
+        },
+    )?;
+    out.flush()?;
+    Ok(())
 }
 
 fn process(

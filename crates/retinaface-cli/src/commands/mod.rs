@@ -1,5 +1,7 @@
 //! One module per subcommand.
 
+pub mod align;
+pub mod anonymize;
 pub mod bench;
 pub mod convert;
 pub mod detect;

@@ -73,7 +73,7 @@ fn decode<R: BufRead + Seek>(
         .with_guessed_format()
         .map_err(|e| err(e.to_string()))?;
     if reader.format().is_none() {
-        if let Some(f) = image::ImageFormat::from_path(path).ok() {
+        if let Ok(f) = image::ImageFormat::from_path(path) {
             reader.set_format(f);
         } else {
             return Err(err(
