@@ -266,9 +266,7 @@ impl Conv2d {
                     offset,
                 )
             }
-            Kernel::Winograd(wt) => {
-                winograd::conv3x3(simd, wt, input, in_off, out, out_c, offset, scratch)
-            }
+            Kernel::Winograd(wt) => winograd::conv3x3(simd, wt, input, in_off, out, out_c, offset),
             Kernel::Direct(p) => self.direct(simd, p, input, in_off, out, out_c, offset, scratch),
         }
     }
@@ -457,6 +455,7 @@ mod tests {
     use super::*;
 
     /// Direct NCHW-semantics convolution as the oracle.
+    #[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
     fn naive(
         input: &Feature,
         w: &[f32],
@@ -527,7 +526,8 @@ mod tests {
     /// Kernel shapes each path must get right: strides 1 and 2, odd sizes, channel counts
     /// that are not multiples of the vector width or panel, rows longer than a Winograd block
     /// and maps longer than a 1×1 strip.
-    const CASES: &[(usize, usize, usize, usize, usize, usize, usize, bool)] = &[
+    type Case = (usize, usize, usize, usize, usize, usize, usize, bool);
+    const CASES: &[Case] = &[
         // (h, w, cin, cout, k, stride, pad, depthwise)
         (7, 9, 3, 8, 3, 2, 1, false),
         (6, 5, 8, 16, 1, 1, 0, false),

@@ -8,6 +8,8 @@
 //! the first version (per pixel: build the tap list, then loop channels) took 31 % of a 45 ms
 //! pass; this loop order 14 % of 25 ms with one FMA chain per pixel, and less with three.
 
+#![allow(clippy::needless_range_loop)] // register-block loops index several arrays at once
+
 use super::simd::Simd;
 use super::{out_size, Feature};
 use rayon::prelude::*;

@@ -11,6 +11,8 @@
 //! registers) keeps both FMA pipes busy for any output width that is a multiple of 16, which
 //! every layer of the network is (8 for the stem, which gets an 8×8 block).
 
+#![allow(clippy::needless_range_loop)] // register-block loops index several arrays at once
+
 use super::simd::Simd;
 
 /// Output channels per packed weight panel: two AVX2 vectors, one AVX-512 vector.

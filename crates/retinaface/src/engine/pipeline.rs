@@ -55,8 +55,9 @@ thread_local! {
 }
 
 /// `pairs` alternates depthwise and pointwise layers; `out` gets the last pointwise output.
+/// Without a stem the first depthwise layer reads `input` itself.
 pub fn stem_then_pairs(
-    stem: &Conv2d,
+    stem: Option<&Conv2d>,
     pairs: &[Conv2d],
     input: &Feature,
     out: &mut Feature,
@@ -67,7 +68,7 @@ pub fn stem_then_pairs(
 
 pub(crate) fn run(
     simd: Simd,
-    stem: &Conv2d,
+    stem: Option<&Conv2d>,
     pairs: &[Conv2d],
     input: &Feature,
     out: &mut Feature,
@@ -75,14 +76,20 @@ pub(crate) fn run(
 ) {
     let n = pairs.len() / 2;
     assert!(n >= 1 && pairs.len() == 2 * n && n <= MAX_LEVELS);
-    assert_eq!(input.c, stem.cin);
     for p in pairs.chunks_exact(2) {
         assert!(p[0].is_depthwise() && p[1].is_pointwise() && p[1].cin == p[0].cout);
     }
-    // dims[l]: the map `l` (0: the stem's output, l: pair l's output).
+    // dims[l]: map `l` (0: the stem's output or the input, l + 1: pair l's output).
     let mut dims = [(0usize, 0usize, 0usize); MAX_LEVELS + 1];
-    let (h0, w0) = stem.out_hw(input.h, input.w);
-    dims[0] = (h0, w0, stem.cout);
+    dims[0] = match stem {
+        Some(st) => {
+            assert_eq!(input.c, st.cin);
+            let (h0, w0) = st.out_hw(input.h, input.w);
+            (h0, w0, st.cout)
+        }
+        None => (input.h, input.w, input.c),
+    };
+    assert!(input.data.len() >= input.h * input.w * input.c);
     for l in 0..n {
         assert_eq!(pairs[2 * l].cin, dims[l].2);
         let (h, w) = pairs[2 * l].out_hw(dims[l].0, dims[l].1);
@@ -138,7 +145,7 @@ pub(crate) fn run(
 
 struct Ctx<'a> {
     simd: Simd,
-    stem: &'a Conv2d,
+    stem: Option<&'a Conv2d>,
     pairs: &'a [Conv2d],
     input: &'a Feature,
     rings: &'a mut [Ring],
@@ -147,6 +154,9 @@ struct Ctx<'a> {
 impl Ctx<'_> {
     /// Make rows `lo..=hi` of map `l` (clamped to the map) present in its ring.
     fn ensure(&mut self, l: usize, lo: isize, hi: isize) {
+        if l == 0 && self.stem.is_none() {
+            return; // map 0 is the input, all there
+        }
         let h = self.rings[l].h as isize;
         let (lo, hi) = (lo.max(0), hi.min(h - 1));
         if lo > hi {
@@ -180,10 +190,18 @@ impl Ctx<'_> {
         let (dw, pw) = (&self.pairs[2 * p], &self.pairs[2 * p + 1]);
         let s = dw.stride as isize;
         self.ensure(p, q as isize * s - 1, q as isize * s + 1);
-        let ring = &self.rings[p];
         let (dwp, bias, slope) = dw.depthwise_parts();
-        let ow = (ring.w + 2 - 3) / dw.stride + 1;
-        let c = ring.c;
+        // The source map: the input itself, or a ring.
+        let direct = p == 0 && self.stem.is_none();
+        let ring = &self.rings[p];
+        let (src, (h, w, c)): (&[f32], _) = if direct {
+            let i = self.input;
+            (&i.data, (i.h, i.w, i.c))
+        } else {
+            (&ring.data, (ring.h, ring.w, ring.c))
+        };
+        let locate = |y: usize| if direct { y * w * c } else { ring.slot(y) };
+        let ow = (w + 2 - 3) / dw.stride + 1;
         TMP.with(|tmp| {
             let tmp = &mut tmp.borrow_mut().1;
             if tmp.len() < ow * c {
@@ -192,9 +210,9 @@ impl Ctx<'_> {
             let tmp = &mut tmp[..ow * c];
             depthwise::row_with(
                 self.simd,
-                &ring.data,
-                (ring.h, ring.w, c),
-                |y| ring.slot(y),
+                src,
+                (h, w, c),
+                locate,
                 dwp,
                 bias,
                 slope,
@@ -221,7 +239,9 @@ impl Ctx<'_> {
 
     /// Row `q` of the stem's output, from up to `k` zero-padded input rows.
     fn stem_row(&mut self, q: usize, orow: &mut [f32]) {
-        let st = self.stem;
+        let Some(st) = self.stem else {
+            unreachable!("map 0 is the input")
+        };
         let (k, s, pad) = (st.k, st.stride, st.pad);
         let inp = self.input;
         let (h, w, c) = (inp.h, inp.w, inp.c);
@@ -334,7 +354,19 @@ mod tests {
                 p.forward(&want, &mut next, &mut Vec::new());
                 want = next;
             }
+            let mut mid = Feature::default();
+            stem.forward(&input, &mut mid, &mut Vec::new());
             for simd in Simd::ALL.into_iter().filter(|s| s.supported()) {
+                // Without a stem, from the stem's output.
+                let mut got = Feature::default();
+                run(simd, None, &pairs, &mid, &mut got, &mut Vec::new());
+                assert_eq!(got.data.len(), want.data.len());
+                for (a, b) in got.data.iter().zip(&want.data) {
+                    assert!(
+                        (a - b).abs() < 1e-4 * (1.0 + b.abs()),
+                        "{simd:?} no stem: {a} vs {b}"
+                    );
+                }
                 for threads in [1, 3] {
                     let pool = rayon::ThreadPoolBuilder::new()
                         .num_threads(threads)
@@ -342,7 +374,7 @@ mod tests {
                         .unwrap();
                     let mut got = Feature::default();
                     let mut bands = Vec::new();
-                    pool.install(|| run(simd, &stem, &pairs, &input, &mut got, &mut bands));
+                    pool.install(|| run(simd, Some(&stem), &pairs, &input, &mut got, &mut bands));
                     assert_eq!((got.h, got.w, got.c), (want.h, want.w, want.c));
                     for (a, b) in got.data.iter().zip(&want.data) {
                         assert!(

@@ -8,6 +8,8 @@
 //! Rounding: the transforms' constants (up to 8 and 1/24) lose a few bits; over the full
 //! pipeline on 145 WIDER images the boxes move < 0.01 px (see the crate's parity check).
 
+#![allow(clippy::needless_range_loop)] // register-block loops index several arrays at once
+
 use super::kernel::{self, Packed};
 use super::simd::Simd;
 use super::Feature;
@@ -110,7 +112,7 @@ thread_local! {
 }
 
 /// Convolve input channels `in_off..in_off + cin` of `input`, writing channel `j` of pixel `p`
-/// to `out[p * out_c + offset + j]`. `scratch` holds the zero-padded input.
+/// to `out[p * out_c + offset + j]`. Its buffers are per thread (see [`BLOCK`]).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn conv3x3(
     simd: Simd,
@@ -120,7 +122,6 @@ pub(crate) fn conv3x3(
     out: &mut [f32],
     out_c: usize,
     offset: usize,
-    scratch: &mut Vec<f32>,
 ) {
     let (h, w) = (input.h, input.w);
     assert!(in_off + wt.cin <= input.c && offset + wt.cout <= out_c);
@@ -129,45 +130,43 @@ pub(crate) fn conv3x3(
         return;
     }
     let (th, tw) = (h.div_ceil(4), w.div_ceil(4));
-    let (ph, pw, cp) = (4 * th + 2, 4 * tw + 2, wt.cin_pad);
-    // Zero-padded copy: one pixel of zeros above and left, enough below and right for whole
-    // tiles, channels padded to L with zeros.
-    scratch.resize(ph * pw * cp, 0.0);
-    scratch
-        .par_chunks_mut(pw * cp)
-        .enumerate()
-        .for_each(|(y, row)| {
-            if y == 0 || y > h {
-                row.fill(0.0);
-                return;
-            }
-            let src = &input.data[(y - 1) * w * input.c..][..w * input.c];
-            row[..cp].fill(0.0);
-            if in_off == 0 && wt.cin == cp && input.c == cp {
-                // Whole row at once (the usual case: 16, 32 or 64 channels, read entire).
-                row[cp..(w + 1) * cp].copy_from_slice(src);
-            } else {
-                for x in 0..w {
-                    let d = &mut row[(x + 1) * cp..(x + 2) * cp];
-                    d[..wt.cin].copy_from_slice(&src[x * input.c + in_off..][..wt.cin]);
-                    d[wt.cin..].fill(0.0);
-                }
-            }
-            row[(w + 1) * cp..].fill(0.0);
-        });
-    let padded: &[f32] = scratch;
+    let (pw, cp) = (4 * tw + 2, wt.cin_pad);
     let run_row = |ty: usize, o: &mut [f32]| {
         BLOCK.with(|block| {
             let mut block = block.borrow_mut();
             let (vs, ms) = (TB * cp, TB * wt.cout_pad);
-            let need = 36 * (vs + ms);
+            let need = 6 * pw * cp + 36 * (vs + ms);
             if block.len() < need {
                 block.resize(need, 0.0);
             }
-            let (v, m) = block.split_at_mut(36 * vs);
+            let (padded, rest) = block.split_at_mut(6 * pw * cp);
+            let (v, m) = rest.split_at_mut(36 * vs);
+            // The tile row's six input rows, zero-padded: a pixel of zeros left, enough right
+            // for whole tiles, channels padded to L. Per tile row rather than a padded copy
+            // of the whole map (8.5 MB at 1080p), and hot in L2 for the transform.
+            for (r, row) in padded.chunks_exact_mut(pw * cp).enumerate() {
+                let y = (4 * ty + r) as isize - 1;
+                if y < 0 || y >= h as isize {
+                    row.fill(0.0);
+                    continue;
+                }
+                let src = &input.data[y as usize * w * input.c..][..w * input.c];
+                row[..cp].fill(0.0);
+                if in_off == 0 && wt.cin == cp && input.c == cp {
+                    // Whole row at once (the usual case: 16, 32 or 64 channels, read entire).
+                    row[cp..(w + 1) * cp].copy_from_slice(src);
+                } else {
+                    for x in 0..w {
+                        let d = &mut row[(x + 1) * cp..(x + 2) * cp];
+                        d[..wt.cin].copy_from_slice(&src[x * input.c + in_off..][..wt.cin]);
+                        d[wt.cin..].fill(0.0);
+                    }
+                }
+                row[(w + 1) * cp..].fill(0.0);
+            }
             for tx0 in (0..tw).step_by(TB) {
                 let nt = TB.min(tw - tx0);
-                input_transform(simd, padded, pw, cp, ty, tx0, nt, v, vs);
+                input_transform(simd, padded, pw, cp, 0, tx0, nt, v, vs);
                 for (pt, u) in wt.points.iter().enumerate() {
                     kernel::strip(simd, u, v, pt * vs, cp, &[0], m, pt * ms, wt.cout_pad, nt);
                 }
@@ -328,7 +327,7 @@ fn input_transform(
     // Last value read: row 4·ty + 5, column 4·(tx0 + nt − 1) + 5, channel cp − 1; last written:
     // point 35, tile nt − 1, channel cp − 1.
     assert!(((4 * ty + 5) * pw + 4 * (tx0 + nt - 1) + 6) * cp <= padded.len());
-    assert!(35 * vs + nt * cp <= v.len() && cp % L == 0);
+    assert!(35 * vs + nt * cp <= v.len() && cp.is_multiple_of(L));
     #[cfg(target_arch = "x86_64")]
     if simd != Simd::Portable && Simd::Avx2.supported() {
         // SAFETY: AVX2 + FMA present; the asserts above bound every load and store.

@@ -76,33 +76,14 @@ impl MobileNet {
         for (s, stage) in self.stages.iter().enumerate() {
             let (done, rest) = ws.stages.split_at_mut(s);
             let src = if s == 0 { input } else { &done[s - 1] };
-            // stage1 opens with the stem; the rest are (depthwise, pointwise) pairs.
-            if s == 0 {
-                // The large maps: row by row through rings, never stored whole.
-                stem_then_pairs(&stage[0], &stage[1..], src, &mut rest[0], &mut ws.bands);
-                continue;
-            }
-            // Each pair fused (one row of depthwise output at a time), alternating buffers.
-            let pairs = &stage[..];
-            let bufs = &mut ws.chain[s];
-            // Which of `bufs` holds the current map (None: `src`).
-            let mut cur = None;
-            let n = pairs.len() / 2;
-            for (i, pair) in pairs.chunks_exact(2).enumerate() {
-                let (dw, pw) = (&pair[0], &pair[1]);
-                let [b0, b1] = &mut *bufs;
-                let (x, y): (&Feature, &mut Feature) = match cur {
-                    None => (src, b0),
-                    Some(0) => (b0, b1),
-                    Some(_) => (b1, b0),
-                };
-                if i + 1 == n {
-                    dw.forward_depthwise_pointwise(pw, x, &mut rest[0]);
-                } else {
-                    dw.forward_depthwise_pointwise(pw, x, y);
-                    cur = Some(cur.map_or(0, |c| 1 - c));
-                }
-            }
+            // stage1 opens with the stem; the rest are (depthwise, pointwise) pairs. All run
+            // row by row through rings: no map inside a stage is stored whole.
+            let (stem, pairs) = if s == 0 {
+                (Some(&stage[0]), &stage[1..])
+            } else {
+                (None, &stage[..])
+            };
+            stem_then_pairs(stem, pairs, src, &mut rest[0], &mut ws.bands[s]);
         }
     }
 }

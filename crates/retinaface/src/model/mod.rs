@@ -18,6 +18,8 @@ use neck::{Fpn, Ssh};
 /// Values per anchor in the fused head output: 2 class logits, 4 box offsets, 10 landmark offsets.
 pub const HEAD_VALUES: usize = 16;
 
+// One per network: the size difference between the variants does not matter.
+#[allow(clippy::large_enum_variant)]
 enum BackboneNet {
     MobileNet(mobilenet::MobileNet),
     ResNet(resnet::ResNet),
@@ -70,16 +72,18 @@ pub struct Workspace {
     pub(crate) t2: Feature,
     pub(crate) spare: Feature,
     pub(crate) stages: [Feature; 3],
-    /// Per backbone stage, the two maps its chain alternates between; per FPN level, the
-    /// lateral before its merge; per SSH level, its two temporaries. Each buffer always gets
-    /// the same size, so no pass re-grows (and re-zeroes) one a smaller layer shrank: that
-    /// zeroing was 7 % of a pass.
-    pub(crate) chain: [[Feature; 2]; 3],
+    /// Per FPN level, the lateral before its merge; per SSH level, its temporary.
+    /// Each buffer always gets the same size, so no pass re-grows (and re-zeroes) one a
+    /// smaller layer shrank: that zeroing was 7 % of a pass.
     pub(crate) lateral: [Feature; 2],
-    pub(crate) ssh_tmp: [[Feature; 2]; 3],
-    /// Row rings of the backbone's first stage, one set per band.
-    pub(crate) bands: Vec<crate::engine::RowRings>,
+    pub(crate) ssh_tmp: [Feature; 3],
+    /// Row rings of each backbone stage, one set per band.
+    pub(crate) bands: [Vec<crate::engine::RowRings>; 3],
+    /// FPN outputs, for the levels whose merge could not write into the stage map.
     pub(crate) pyramid: [Feature; 3],
+    /// Whether pyramid level `l` lives in `stages[l]` rather than `pyramid[l]`.
+    pub(crate) pyramid_in_stages: [bool; 3],
+    /// SSH outputs of the levels without a lateral buffer to reuse.
     pub(crate) context: [Feature; 3],
     /// The fused head outputs per level (read them after [`Network::forward`]).
     pub heads: [Feature; 3],
@@ -179,7 +183,12 @@ impl Network {
             ssh.forward(level, ws);
         }
         for (level, head) in self.heads.iter().enumerate() {
-            head.forward(&ws.context[level], &mut ws.heads[level], &mut ws.scratch);
+            let ctx = if level < ws.lateral.len() {
+                &ws.lateral[level]
+            } else {
+                &ws.context[level]
+            };
+            head.forward(ctx, &mut ws.heads[level], &mut ws.scratch);
         }
     }
 }

@@ -59,14 +59,32 @@ impl Fpn {
     /// `ws.stages` → `ws.pyramid` (finest first).
     pub fn forward(&self, ws: &mut Workspace) {
         self.lateral[2].forward(&ws.stages[2], &mut ws.pyramid[2], &mut ws.scratch);
+        ws.pyramid_in_stages[2] = false;
         for i in (0..2).rev() {
             let lat = &mut ws.lateral[i];
             self.lateral[i].forward(&ws.stages[i], lat, &mut ws.scratch);
-            add_upsampled_nearest(lat, &ws.pyramid[i + 1]);
-            self.merge[i].forward(lat, &mut ws.pyramid[i], &mut ws.scratch);
+            let above = if ws.pyramid_in_stages[i + 1] {
+                &ws.stages[i + 1]
+            } else {
+                &ws.pyramid[i + 1]
+            };
+            add_upsampled_nearest(lat, above);
+            // The stage map is dead once its lateral is made: when it has the pyramid's
+            // shape, the merge writes there (one 8 MB map fewer at 1080p, no re-zeroing).
+            let in_place = ws.stages[i].c == lat.c;
+            ws.pyramid_in_stages[i] = in_place;
+            let dst = if in_place {
+                &mut ws.stages[i]
+            } else {
+                &mut ws.pyramid[i]
+            };
+            self.merge[i].forward(lat, dst, &mut ws.scratch);
         }
     }
 }
+
+/// A loaded layer: OIHW weights, bias, activation per output channel.
+type Loaded = (Vec<f32>, Vec<f32>, Vec<Activation>);
 
 /// SSH: 3×3 (out/2) ‖ 5×5 as two 3×3 (out/4) ‖ 7×7 as three 3×3 sharing the first (out/4),
 /// concatenated, ReLU.
@@ -74,7 +92,7 @@ impl Fpn {
 /// Layers that read the same input run as one: `conv3X3` ‖ `conv5X5_1` (64 → 32 + 16) and
 /// `conv5X5_2` ‖ `conv7X7_2` (16 → 16 + 16), each with its own activation per output channel;
 /// one Winograd input transform and one pass instead of two (the exported ONNX even computes
-/// `conv5X5_1` twice). The branch ends are copied into their channel slices of the output.
+/// `conv5X5_1` twice). `conv5X5_2`'s output is copied into its channel slice at the end.
 pub(crate) struct Ssh {
     /// `conv3X3` (ReLU) ‖ `conv5X5_1` (leaky).
     first: Conv2d,
@@ -116,8 +134,8 @@ impl Ssh {
         let c5_2 = load("conv5X5_2", quarter, quarter, relu)?;
         let c7_2 = load("conv7X7_2", quarter, quarter, leaky)?;
         let c7_3 = load("conv7x7_3", quarter, quarter, relu)?;
-        let fuse = |parts: &[&(Vec<f32>, Vec<f32>, Vec<Activation>)], ci: usize| {
-            let cat = |f: &dyn Fn(&(Vec<f32>, Vec<f32>, Vec<Activation>)) -> Vec<f32>| {
+        let fuse = |parts: &[&Loaded], ci: usize| {
+            let cat = |f: &dyn Fn(&Loaded) -> Vec<f32>| {
                 parts.iter().flat_map(|p| f(p)).collect::<Vec<f32>>()
             };
             let acts: Vec<Activation> = parts.iter().flat_map(|p| p.2.clone()).collect();
@@ -140,34 +158,43 @@ impl Ssh {
         })
     }
 
-    /// `ws.pyramid[level]` → `ws.context[level]`.
+    /// Pyramid level `level` → its context map (in `ws.lateral[level]` where there is one, else `ws.context[level]`).
     pub fn forward(&self, level: usize, ws: &mut Workspace) {
-        let x = &ws.pyramid[level];
-        let out = &mut ws.context[level];
-        let [t1, t2] = &mut ws.ssh_tmp[level];
+        let x = if ws.pyramid_in_stages[level] {
+            &ws.stages[level]
+        } else {
+            &ws.pyramid[level]
+        };
+        // Levels with a lateral (dead after its merge, and of the output's shape) write there.
+        let out = if level < ws.lateral.len() {
+            &mut ws.lateral[level]
+        } else {
+            &mut ws.context[level]
+        };
+        let t = &mut ws.ssh_tmp[level];
         let (half, quarter) = (self.half, self.quarter);
         let oc = half + 2 * quarter;
         out.reshape(x.h, x.w, oc);
-        // t1 = [conv3 | conv5_1], t2 = [conv5_2 | conv7_2].
-        self.first.forward(x, t1, &mut ws.scratch);
-        t2.reshape(x.h, x.w, 2 * quarter);
+        // out = [conv3 | conv5_1 | (unset)]: conv5_1 borrows conv5_2's slot until the end.
+        self.first
+            .forward_into(x, &mut out.data, oc, 0, &mut ws.scratch);
+        // t = [conv5_2 | conv7_2]
+        t.reshape(x.h, x.w, 2 * quarter);
         self.second
-            .forward_slice(t1, half, &mut t2.data, 2 * quarter, 0, &mut ws.scratch);
+            .forward_slice(out, half, &mut t.data, 2 * quarter, 0, &mut ws.scratch);
         self.conv7_3.forward_slice(
-            t2,
+            t,
             quarter,
             &mut out.data,
             oc,
             half + quarter,
             &mut ws.scratch,
         );
-        for ((o, a), b) in out
+        for (o, b) in out
             .data
             .chunks_exact_mut(oc)
-            .zip(t1.data.chunks_exact(half + quarter))
-            .zip(t2.data.chunks_exact(2 * quarter))
+            .zip(t.data.chunks_exact(2 * quarter))
         {
-            o[..half].copy_from_slice(&a[..half]);
             o[half..half + quarter].copy_from_slice(&b[..quarter]);
         }
     }
