@@ -227,7 +227,7 @@ impl Encoder {
             .and_then(|e| e.to_str())
             .unwrap_or("")
             .to_ascii_lowercase();
-        let even = p.width % 2 == 0 && p.height % 2 == 0;
+        let even = p.width.is_multiple_of(2) && p.height.is_multiple_of(2);
         let codec: &[&str] = match ext.as_str() {
             "webm" => &[
                 "-c:v",

@@ -540,7 +540,10 @@ impl Reader {
         let logical = flags & 0x0200 != 0;
 
         let dims_el = self.element(buf, flags_el.next, end)?;
-        if dims_el.dtype != MI_INT32 || dims_el.data.len() < 8 || dims_el.data.len() % 4 != 0 {
+        if dims_el.dtype != MI_INT32
+            || dims_el.data.len() < 8
+            || !dims_el.data.len().is_multiple_of(4)
+        {
             return invalid(flags_el.next, "dimensions missing or malformed");
         }
         let mut dims = Vec::with_capacity(dims_el.data.len() / 4);
@@ -593,7 +596,7 @@ impl Reader {
                 }
                 let name_len = self.u32(&len_el.data[..4]) as usize;
                 let names_el = self.element(buf, len_el.next, end)?;
-                if name_len == 0 || names_el.data.len() % name_len != 0 {
+                if name_len == 0 || !names_el.data.len().is_multiple_of(name_len) {
                     return invalid(len_el.next, "struct field names malformed");
                 }
                 let field_names: Vec<String> = names_el
@@ -669,7 +672,7 @@ impl Reader {
             // Plain 8-bit char data is Latin-1 (each byte one code point).
             MI_UINT8 | MI_INT8 => d.iter().map(|&b| b as char).collect(),
             MI_UINT16 | MI_UTF16 | MI_INT16 => {
-                if d.len() % 2 != 0 {
+                if !d.len().is_multiple_of(2) {
                     return invalid(pos, "odd byte count in 16-bit char data");
                 }
                 let units = d.chunks_exact(2).map(|c| self.u16(c));
@@ -678,7 +681,7 @@ impl Reader {
                     .collect()
             }
             MI_UTF32 | MI_UINT32 | MI_INT32 => {
-                if d.len() % 4 != 0 {
+                if !d.len().is_multiple_of(4) {
                     return invalid(pos, "byte count of 32-bit char data not a multiple of 4");
                 }
                 d.chunks_exact(4)
@@ -741,7 +744,7 @@ mod tests {
         out.extend_from_slice(&dtype.to_le_bytes());
         out.extend_from_slice(&(data.len() as u32).to_le_bytes());
         out.extend_from_slice(data);
-        while out.len() % 8 != 0 {
+        while !out.len().is_multiple_of(8) {
             out.push(0);
         }
     }

@@ -33,7 +33,7 @@ pub const ARCFACE_112: [[f64; 2]; 5] = [
 /// otherwise scaled by size/128 and shifted by 8·size/128 in x (InsightFace's convention).
 pub fn arcface_template(size: u32) -> [[f64; 2]; 5] {
     let s = f64::from(size);
-    if size % 112 == 0 {
+    if size.is_multiple_of(112) {
         ARCFACE_112.map(|[x, y]| [x * s / 112.0, y * s / 112.0])
     } else {
         ARCFACE_112.map(|[x, y]| [x * s / 128.0 + 8.0 * s / 128.0, y * s / 128.0])

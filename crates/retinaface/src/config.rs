@@ -101,7 +101,7 @@ impl ModelConfig {
         if self.anchors.steps.len() != 3 || self.anchors.sizes.len() != 3 {
             return Err("the port's network has exactly three anchor levels".into());
         }
-        if self.fpn_channels % 4 != 0 || self.fpn_channels == 0 {
+        if !self.fpn_channels.is_multiple_of(4) || self.fpn_channels == 0 {
             return Err(format!(
                 "fpn_channels {} must be a positive multiple of 4",
                 self.fpn_channels

@@ -63,7 +63,7 @@ pub fn mat_with_doubles(vars: &[(&str, &[f64])]) -> Vec<u8> {
         out.extend_from_slice(&dtype.to_le_bytes());
         out.extend_from_slice(&(data.len() as u32).to_le_bytes());
         out.extend_from_slice(data);
-        while out.len() % 8 != 0 {
+        while !out.len().is_multiple_of(8) {
             out.push(0);
         }
     }

@@ -335,7 +335,7 @@ impl<'a> Machine<'a> {
     }
 
     fn set_items(&mut self, target: Id, items: Vec<Id>) -> Step<()> {
-        if items.len() % 2 != 0 {
+        if !items.len().is_multiple_of(2) {
             return self.err("odd number of items for SETITEMS");
         }
         match self.objects.get_mut(target) {
