@@ -2,6 +2,7 @@
 //! recursively and their files taken by extension.
 
 use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 
 /// Image extensions taken from folders.
 pub const IMAGE_EXTENSIONS: &[&str] = &["jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff"];
@@ -95,4 +96,22 @@ pub fn collect(args: &[PathBuf], exts: &[&str]) -> (Vec<Input>, Vec<(PathBuf, St
         }
     }
     (inputs, errors)
+}
+
+/// `", N failed"` for a batch's summary line; empty when nothing failed.
+pub fn failed_suffix(failures: &[(PathBuf, String)]) -> String {
+    if failures.is_empty() {
+        String::new()
+    } else {
+        format!(", {} failed", failures.len())
+    }
+}
+
+/// A batch's exit code: 1 when any file failed (the others were still processed).
+pub fn exit_code(failures: &[(PathBuf, String)]) -> ExitCode {
+    if failures.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
 }

@@ -1,25 +1,11 @@
 //! The `retinaface` binary end to end: the README's main job on a fresh machine, batches with
 //! bad files, and every output format.
 
+mod common;
+
+use common::{shared, temp};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-
-fn shared() -> PathBuf {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared");
-    assert!(
-        p.join("data").is_dir(),
-        "../shared is missing at {}",
-        p.display()
-    );
-    p
-}
-
-fn temp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("retinaface-cli-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
 
 /// The binary with an empty HOME and no model variable: nothing but the embedded model.
 fn retinaface(args: &[&str], home: &Path) -> Output {

@@ -1,18 +1,11 @@
 //! `retinaface eval` end to end: WIDER AP of prediction files against the reference's
 //! numbers, the detector-first mode, landmark evaluation, plots, and errors naming files.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
 
-fn shared() -> PathBuf {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared");
-    assert!(
-        p.join("data").is_dir(),
-        "../shared is missing at {}",
-        p.display()
-    );
-    p
-}
+use common::{s, shared, temp};
+use std::path::PathBuf;
+use std::process::{Command, Output};
 
 fn eval_fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../retinaface-eval/tests/fixtures")
@@ -22,23 +15,12 @@ fn gt() -> PathBuf {
     shared().join("data/widerface/val/ground_truth")
 }
 
-fn temp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("retinaface-eval-cli-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
 fn retinaface(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_retinaface"))
         .args(args)
         .env_remove("RETINAFACE_MODEL")
         .output()
         .unwrap()
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
 }
 
 /// stdout must be exactly one line of JSON.

@@ -1,24 +1,10 @@
 //! `align` and `anonymize` end to end on the group photo and on a video made from it.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use common::{s, shared, temp};
+use std::path::Path;
 use std::process::{Command, Output};
-
-fn shared() -> PathBuf {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared");
-    assert!(
-        p.join("data").is_dir(),
-        "../shared is missing at {}",
-        p.display()
-    );
-    p
-}
-
-fn temp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("retinaface-tools-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
 
 fn run(args: &[&str]) -> Output {
     let out = Command::new(env!("CARGO_BIN_EXE_retinaface"))
@@ -32,10 +18,6 @@ fn run(args: &[&str]) -> Output {
         String::from_utf8_lossy(&out.stderr)
     );
     out
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
 }
 
 /// Faces above `threshold` (JSON records of `detect`).

@@ -67,17 +67,9 @@ pub fn run(a: Args) -> Result<ExitCode> {
         "{} crop(s) written to {}{}",
         transforms.len(),
         a.out.display(),
-        if failures.is_empty() {
-            String::new()
-        } else {
-            format!(", {} failed", failures.len())
-        }
+        files::failed_suffix(&failures)
     );
-    Ok(if failures.is_empty() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
+    Ok(files::exit_code(&failures))
 }
 
 /// Crops of one image: (name relative to `--out`, matrix) per face.

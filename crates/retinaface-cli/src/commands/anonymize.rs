@@ -191,17 +191,9 @@ pub fn run(a: Args) -> Result<ExitCode> {
         "{} file(s) anonymised into {}{}",
         inputs.len() - failures.len().min(inputs.len()),
         a.out.display(),
-        if failures.is_empty() {
-            String::new()
-        } else {
-            format!(", {} failed", failures.len())
-        }
+        files::failed_suffix(&failures)
     );
-    Ok(if failures.is_empty() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
+    Ok(files::exit_code(&failures))
 }
 
 fn photo(detector: &Detector, input: &Input, a: &Args) -> Result<()> {

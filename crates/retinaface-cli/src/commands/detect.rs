@@ -235,17 +235,9 @@ pub fn run(a: Args) -> Result<ExitCode> {
             format!(" and {} video(s)", videos.len())
         },
         faces_total,
-        if failures.is_empty() {
-            String::new()
-        } else {
-            format!(", {} failed", failures.len())
-        }
+        files::failed_suffix(&failures)
     );
-    Ok(if failures.is_empty() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
+    Ok(files::exit_code(&failures))
 }
 
 /// A video frame's detections (one JSON line).
