@@ -7,6 +7,24 @@ use std::process::ExitCode;
 /// Image extensions taken from folders.
 pub const IMAGE_EXTENSIONS: &[&str] = &["jpg", "jpeg", "png", "webp", "bmp", "tif", "tiff"];
 
+/// Photo and video extensions, for the commands that take both.
+pub fn media_extensions() -> Vec<&'static str> {
+    IMAGE_EXTENSIONS
+        .iter()
+        .chain(crate::video::VIDEO_EXTENSIONS)
+        .copied()
+        .collect()
+}
+
+/// [`collect`], with each path that cannot be read reported on standard error at once.
+pub fn collect_reported(args: &[PathBuf], exts: &[&str]) -> (Vec<Input>, Vec<(PathBuf, String)>) {
+    let (inputs, failures) = collect(args, exts);
+    for (p, e) in &failures {
+        eprintln!("error: {}: {e}", p.display());
+    }
+    (inputs, failures)
+}
+
 /// One input file and where it came from.
 #[derive(Debug, Clone)]
 pub struct Input {

@@ -43,10 +43,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
     let detector = a.model.load_with_threads(a.model.threads())?;
     std::fs::create_dir_all(&a.out)
         .with_context(|| format!("cannot create {}", a.out.display()))?;
-    let (inputs, mut failures) = files::collect(&a.paths, files::IMAGE_EXTENSIONS);
-    for (p, e) in &failures {
-        eprintln!("error: {}: {e}", p.display());
-    }
+    let (inputs, mut failures) = files::collect_reported(&a.paths, files::IMAGE_EXTENSIONS);
     let bar = progress::bar(inputs.len(), "images");
     let mut transforms = BTreeMap::new();
     for input in &inputs {

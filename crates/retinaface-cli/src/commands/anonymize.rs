@@ -144,15 +144,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
     a.mask.validate()?;
     std::fs::create_dir_all(&a.out)
         .with_context(|| format!("cannot create {}", a.out.display()))?;
-    let exts: Vec<&str> = files::IMAGE_EXTENSIONS
-        .iter()
-        .chain(video::VIDEO_EXTENSIONS)
-        .copied()
-        .collect();
-    let (inputs, mut failures) = files::collect(&a.paths, &exts);
-    for (p, e) in &failures {
-        eprintln!("error: {}: {e}", p.display());
-    }
+    let (inputs, mut failures) = files::collect_reported(&a.paths, &files::media_extensions());
     let threads = a.model.threads();
     let (photos, videos): (Vec<&Input>, Vec<&Input>) =
         inputs.iter().partition(|i| !video::is_video(&i.path));

@@ -156,15 +156,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
     options.validate()?;
     let protocol = a.detect.protocol()?;
     let threads = a.model.threads();
-    let exts: Vec<&str> = files::IMAGE_EXTENSIONS
-        .iter()
-        .chain(video::VIDEO_EXTENSIONS)
-        .copied()
-        .collect();
-    let (inputs, mut failures) = files::collect(&a.paths, &exts);
-    for (p, e) in &failures {
-        eprintln!("error: {}: {e}", p.display());
-    }
+    let (inputs, mut failures) = files::collect_reported(&a.paths, &files::media_extensions());
     let (videos, inputs): (Vec<Input>, Vec<Input>) =
         inputs.into_iter().partition(|i| video::is_video(&i.path));
     // Throughput: several images run at once, one thread each, which beat threads within

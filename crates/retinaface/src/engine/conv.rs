@@ -453,6 +453,7 @@ fn pad_copy(input: &Feature, pad: usize, scratch: &mut Vec<f32>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::test_util::pseudo;
 
     /// Direct NCHW-semantics convolution as the oracle.
     #[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
@@ -501,18 +502,6 @@ mod tests {
             }
         }
         out
-    }
-
-    fn pseudo(n: usize, seed: u32) -> Vec<f32> {
-        let mut x = seed.wrapping_mul(2654435761).wrapping_add(1);
-        (0..n)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 17;
-                x ^= x << 5;
-                (x % 2001) as f32 / 1000.0 - 1.0
-            })
-            .collect()
     }
 
     fn act_of(i: usize) -> Activation {

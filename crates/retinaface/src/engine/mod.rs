@@ -57,3 +57,20 @@ impl Feature {
 pub fn out_size(size: usize, k: usize, stride: usize, pad: usize) -> usize {
     (size + 2 * pad).saturating_sub(k) / stride + 1
 }
+
+/// Deterministic test data shared by the engine's tests.
+#[cfg(test)]
+pub(crate) mod test_util {
+    /// `n` values in [-1, 1] from a xorshift stream seeded by `seed`.
+    pub fn pseudo(n: usize, seed: u32) -> Vec<f32> {
+        let mut x = seed.wrapping_mul(2654435761).wrapping_add(1);
+        (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                (x % 2001) as f32 / 1000.0 - 1.0
+            })
+            .collect()
+    }
+}
