@@ -33,6 +33,21 @@ impl AnchorConfig {
         }
     }
 
+    /// The paper's anchors: P2–P6 (steps 4…64), three sizes per level a third of an octave
+    /// apart, from 16 px on P2 to 406 px on P6 (102,300 anchors at 640×640, 75 % on P2).
+    pub fn paper() -> Self {
+        let steps = vec![4, 8, 16, 32, 64];
+        let sizes = steps
+            .iter()
+            .map(|&s| {
+                (0..3)
+                    .map(|k| (4 * s) as f32 * 2f32.powf(k as f32 / 3.0))
+                    .collect()
+            })
+            .collect();
+        AnchorConfig { steps, sizes }
+    }
+
     /// Anchors per cell on `level`.
     pub fn per_cell(&self, level: usize) -> usize {
         self.sizes[level].len()
@@ -73,12 +88,53 @@ impl ModelConfig {
         }
     }
 
+    /// The paper's ResNet-50 RetinaFace: FPN P2–P6 (P6 from a stride-2 3×3 convolution on
+    /// C5) with three anchors per cell.
+    pub fn resnet50_paper() -> Self {
+        ModelConfig {
+            anchors: AnchorConfig::paper(),
+            ..Self::resnet50()
+        }
+    }
+
     /// Output channels of the backbone stages the FPN reads, finest first.
     pub fn stage_channels(&self) -> [usize; 3] {
         match self.backbone {
             Backbone::MobileNet025 => [64, 128, 256],
             Backbone::ResNet50 => [512, 1024, 2048],
         }
+    }
+
+    /// Output channels of the backbone at stride `step` (4, 8, 16 or 32): the C2…C5 maps.
+    pub fn backbone_channels(&self, step: usize) -> Option<usize> {
+        let c = match (self.backbone, step) {
+            (Backbone::MobileNet025, 4) => 32,
+            (Backbone::MobileNet025, 8) => 64,
+            (Backbone::MobileNet025, 16) => 128,
+            (Backbone::MobileNet025, 32) => 256,
+            (Backbone::ResNet50, 4) => 256,
+            (Backbone::ResNet50, 8) => 512,
+            (Backbone::ResNet50, 16) => 1024,
+            (Backbone::ResNet50, 32) => 2048,
+            _ => return None,
+        };
+        Some(c)
+    }
+
+    /// The pyramid's levels read from the backbone (steps up to 32), finest first.
+    pub fn backbone_levels(&self) -> usize {
+        self.anchors.steps.iter().filter(|&&s| s <= 32).count()
+    }
+
+    /// Whether the coarsest level is P6, a stride-2 3×3 convolution on C5 (the paper's FPN).
+    pub fn has_p6(&self) -> bool {
+        self.anchors.steps.last() == Some(&64)
+    }
+
+    /// Whether this is the port's three-level pyramid (steps 8/16/32), the one the inference
+    /// engine runs.
+    pub fn is_port_pyramid(&self) -> bool {
+        self.anchors.steps == [8, 16, 32]
     }
 
     /// Slope of the FPN and SSH activations: the port uses LeakyReLU 0.1 up to 64 channels
@@ -96,10 +152,24 @@ impl ModelConfig {
         self.anchors.steps.len()
     }
 
-    /// Check internal consistency.
+    /// Check internal consistency: the steps are consecutive powers of two, from 4 or 8 up to
+    /// 32 (C3–C5 or C2–C5) or 64 (plus P6), one size list per step.
     pub fn validate(&self) -> Result<(), String> {
-        if self.anchors.steps.len() != 3 || self.anchors.sizes.len() != 3 {
-            return Err("the port's network has exactly three anchor levels".into());
+        let steps = &self.anchors.steps;
+        let pyramid_ok = matches!(steps.first(), Some(4 | 8))
+            && matches!(steps.last(), Some(32 | 64))
+            && steps.windows(2).all(|w| w[1] == 2 * w[0]);
+        if !pyramid_ok {
+            return Err(format!(
+                "anchor steps {steps:?} must be consecutive powers of two from 4 or 8 to 32 or 64"
+            ));
+        }
+        if self.anchors.sizes.len() != steps.len() {
+            return Err(format!(
+                "{} anchor size lists for {} steps",
+                self.anchors.sizes.len(),
+                steps.len()
+            ));
         }
         if !self.fpn_channels.is_multiple_of(4) || self.fpn_channels == 0 {
             return Err(format!(

@@ -95,6 +95,13 @@ impl Network {
     /// Every tensor is checked against the shape the config expects.
     pub fn new(config: &ModelConfig, tensors: &NamedTensors) -> Result<Self, WeightsError> {
         config.validate().map_err(WeightsError::Mismatch)?;
+        if !config.is_port_pyramid() {
+            return Err(WeightsError::Mismatch(format!(
+                "the inference engine runs the three-level pyramid (steps 8/16/32); this model's \
+                 steps are {:?}",
+                config.anchors.steps
+            )));
+        }
         let mut b = Builder::new(Some(tensors));
         Self::build(config, &mut b)
     }

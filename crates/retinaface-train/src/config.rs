@@ -1,0 +1,278 @@
+//! A training run's configuration, read from TOML (`configs/*.toml`); what is not in the file
+//! comes from the port's configuration, and command-line flags override both.
+
+use crate::data::AugmentConfig;
+use crate::loss::LossConfig;
+use crate::matching::MatchConfig;
+use crate::TrainError;
+use retinaface::config::{AnchorConfig, Backbone, ModelConfig};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// The port's MobileNet-0.25 recipe, the defaults of every run.
+pub const PORT_CONFIG: &str = include_str!("../../../configs/mobilenet0.25-port.toml");
+
+/// Which pyramid (and anchors) the network has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Pyramid {
+    /// C3–C5, steps 8/16/32, sizes [16,32] [64,128] [256,512].
+    Port,
+    /// P2–P6, steps 4…64, three sizes per level (16 to 406 px).
+    Paper,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSection {
+    pub backbone: Backbone,
+    pub pyramid: Pyramid,
+    /// FPN/SSH/head width; the backbone's usual one (64 or 256) when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fpn_channels: Option<usize>,
+}
+
+impl ModelSection {
+    /// The detector's model configuration.
+    pub fn model_config(&self) -> ModelConfig {
+        let mut c = match self.backbone {
+            Backbone::MobileNet025 => ModelConfig::mobilenet025(),
+            Backbone::ResNet50 => ModelConfig::resnet50(),
+        };
+        if let Some(ch) = self.fpn_channels {
+            c.fpn_channels = ch;
+        }
+        c.anchors = match self.pyramid {
+            Pyramid::Port => AnchorConfig::port(),
+            Pyramid::Paper => AnchorConfig::paper(),
+        };
+        c
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataSection {
+    pub images: PathBuf,
+    /// label.txt or the WIDER text ground truth; `label.txt` beside `images` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub labels: Option<PathBuf>,
+    pub image_size: usize,
+    /// 0 = all.
+    pub max_images: usize,
+}
+
+impl DataSection {
+    pub fn labels_path(&self) -> PathBuf {
+        self.labels.clone().unwrap_or_else(|| {
+            let parent = self.images.parent().unwrap_or(Path::new("."));
+            parent.join("label.txt")
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OptimSection {
+    pub lr: f64,
+    pub momentum: f64,
+    pub weight_decay: f32,
+    /// Epochs of linear warm-up from `warmup_start_lr` to `lr` (0 = none).
+    pub warmup_epochs: f64,
+    pub warmup_start_lr: f64,
+    /// Epochs at which the rate is multiplied by `gamma`.
+    pub decay_epochs: Vec<usize>,
+    pub gamma: f64,
+    pub epochs: usize,
+    /// Images per forward pass.
+    pub batch: usize,
+    /// Forward passes whose gradients are summed before one update.
+    pub accumulate: usize,
+}
+
+/// The device a run trains on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeviceKind {
+    Cpu,
+    Cuda,
+}
+
+/// How BatchNorm trains.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BatchNormSetting {
+    /// Train when the initial weights carry statistics, frozen when they are folded.
+    Auto,
+    Train,
+    Frozen,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunSection {
+    /// `scratch` or a weights file.
+    pub init: String,
+    pub out: PathBuf,
+    pub seed: u64,
+    /// Optimiser steps between checkpoints (0 = only at the end).
+    pub checkpoint_every: usize,
+    pub device: DeviceKind,
+    pub batch_norm: BatchNormSetting,
+}
+
+/// Everything a run needs; written as `config.toml` beside its checkpoints.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainConfig {
+    pub model: ModelSection,
+    pub data: DataSection,
+    pub augment: AugmentConfig,
+    pub matching: MatchConfig,
+    pub loss: LossConfig,
+    pub optim: OptimSection,
+    pub run: RunSection,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        // The embedded file is part of the build and covered by a test.
+        match toml::from_str(PORT_CONFIG) {
+            Ok(c) => c,
+            Err(e) => panic!("configs/mobilenet0.25-port.toml is invalid: {e}"),
+        }
+    }
+}
+
+impl TrainConfig {
+    /// Read a TOML file; sections and keys it leaves out keep the port's values.
+    pub fn load(path: &Path) -> Result<Self, TrainError> {
+        let text = std::fs::read_to_string(path).map_err(|e| TrainError::io(path, e))?;
+        Self::parse(&text, path)
+    }
+
+    /// Parse TOML text over the port's defaults; `path` names it in errors.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, TrainError> {
+        let err = |reason: String| TrainError::Config {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let mut base: toml::Table = toml::from_str(PORT_CONFIG).map_err(|e| err(e.to_string()))?;
+        let over: toml::Table = toml::from_str(text).map_err(|e| err(e.to_string()))?;
+        for (section, value) in over {
+            match (base.get_mut(&section), value) {
+                (Some(toml::Value::Table(b)), toml::Value::Table(o)) => b.extend(o),
+                (_, v) => {
+                    base.insert(section, v);
+                }
+            }
+        }
+        let config: TrainConfig = toml::Value::Table(base)
+            .try_into()
+            .map_err(|e: toml::de::Error| err(e.to_string()))?;
+        config.validate().map_err(|e| err(e.to_string()))?;
+        Ok(config)
+    }
+
+    /// Check the values make a run.
+    pub fn validate(&self) -> Result<(), TrainError> {
+        let bad = |m: &str| Err(TrainError::Invalid(m.to_owned()));
+        let s = self.data.image_size;
+        if !(32..=4096).contains(&s) || s % 32 != 0 {
+            return bad("image_size must be a multiple of 32 between 32 and 4096");
+        }
+        let o = &self.optim;
+        if o.batch == 0 || o.accumulate == 0 || o.epochs == 0 {
+            return bad("batch, accumulate and epochs must be at least 1");
+        }
+        if !(o.lr > 0.0 && o.lr.is_finite()) || o.warmup_start_lr < 0.0 || o.gamma <= 0.0 {
+            return bad("lr must be positive, warmup_start_lr ≥ 0 and gamma > 0");
+        }
+        if !(0.0..1.0).contains(&o.momentum) || o.weight_decay < 0.0 {
+            return bad("momentum must be in [0, 1) and weight_decay ≥ 0");
+        }
+        let m = &self.matching;
+        if !(m.negative_iou <= m.positive_iou && m.positive_iou > 0.0 && m.positive_iou <= 1.0) {
+            return bad("matching needs 0 < negative_iou ≤ positive_iou ≤ 1");
+        }
+        if self.loss.negatives_per_positive < 0.0 {
+            return bad("negatives_per_positive must be ≥ 0");
+        }
+        if !(0.0..=1.0).contains(&self.augment.flip) {
+            return bad("flip is a probability");
+        }
+        if self
+            .augment
+            .crop_scales
+            .iter()
+            .any(|&c| !(c > 0.0 && c <= 1.0))
+        {
+            return bad("crop_scales must be in (0, 1]");
+        }
+        self.model
+            .model_config()
+            .validate()
+            .map_err(TrainError::Invalid)
+    }
+
+    /// The learning rate at fractional epoch `epoch`: linear warm-up, then step decay.
+    pub fn learning_rate(&self, epoch: f64) -> f64 {
+        let o = &self.optim;
+        if epoch < o.warmup_epochs {
+            return o.warmup_start_lr + (o.lr - o.warmup_start_lr) * epoch / o.warmup_epochs;
+        }
+        let steps = o
+            .decay_epochs
+            .iter()
+            .filter(|&&d| epoch >= d as f64)
+            .count();
+        o.lr * o.gamma.powi(steps as i32)
+    }
+
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shipped_configs_parse_and_differ_where_the_recipes_do() {
+        let port = TrainConfig::default();
+        assert_eq!(port.model.model_config(), ModelConfig::mobilenet025());
+        assert_eq!(port.matching, MatchConfig::port());
+        assert_eq!(port.loss, LossConfig::port());
+        let paper = TrainConfig::load(
+            &Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/resnet50-paper.toml"),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(paper.model.model_config(), ModelConfig::resnet50_paper());
+        assert_eq!(paper.matching, MatchConfig::paper());
+        assert_eq!(paper.loss, LossConfig::paper());
+        // lr 1e-3 → 1e-2 over 5 epochs, ÷10 at 55 and 68.
+        assert!((paper.learning_rate(0.0) - 1e-3).abs() < 1e-12);
+        assert!((paper.learning_rate(2.5) - 5.5e-3).abs() < 1e-12);
+        assert!((paper.learning_rate(10.0) - 1e-2).abs() < 1e-12);
+        assert!((paper.learning_rate(55.0) - 1e-3).abs() < 1e-12);
+        assert!((paper.learning_rate(70.0) - 1e-4).abs() < 1e-12);
+    }
+
+    #[test]
+    fn a_partial_file_keeps_the_defaults_and_bad_values_are_refused() {
+        let c = TrainConfig::parse("[optim]\nbatch = 4\n", Path::new("x.toml"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.optim.batch, 4);
+        assert_eq!(c.optim.epochs, 250);
+        for bad in [
+            "[optim]\nbatch = 0\n",
+            "[data]\nimage_size = 100\n",
+            "[optim]\nbogus = 1\n",
+            "[model]\nbackbone = \"vgg\"\n",
+        ] {
+            let e = TrainConfig::parse(bad, Path::new("bad.toml"));
+            assert!(matches!(e, Err(TrainError::Config { .. })), "{bad}: {e:?}");
+        }
+    }
+}

@@ -1,0 +1,140 @@
+//! The multi-task loss (SPEC §1.5): softmax cross-entropy over faces and the hardest
+//! negatives (OHEM), smooth-L1 on boxes of face anchors and on landmarks of face anchors whose
+//! face has them, each normalised by its anchor count, then weighted.
+
+use crate::matching::Targets;
+use crate::network::{tensor, HeadOutput};
+use burn::tensor::activation::log_softmax;
+use burn::tensor::Tensor;
+use serde::{Deserialize, Serialize};
+
+/// Loss weights and OHEM.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LossConfig {
+    /// λ for the box term (the paper 0.25, the port 2.0).
+    pub box_weight: f32,
+    /// λ for the landmark term (the paper 0.1, the port 1.0).
+    pub landmark_weight: f32,
+    /// Hard negatives kept per positive anchor (3).
+    pub negatives_per_positive: f32,
+}
+
+impl LossConfig {
+    pub fn port() -> Self {
+        LossConfig {
+            box_weight: 2.0,
+            landmark_weight: 1.0,
+            negatives_per_positive: 3.0,
+        }
+    }
+
+    pub fn paper() -> Self {
+        LossConfig {
+            box_weight: 0.25,
+            landmark_weight: 0.1,
+            negatives_per_positive: 3.0,
+        }
+    }
+}
+
+/// The loss of a batch: the total to back-propagate and its parts (already divided by their
+/// counts, before weighting) for the log.
+#[derive(Debug, Clone)]
+pub struct Loss {
+    pub total: Tensor<1>,
+    pub class: f32,
+    pub boxes: f32,
+    pub landmarks: f32,
+    pub positives: usize,
+}
+
+/// OHEM: per image, the `ratio · positives` background anchors with the highest loss
+/// (ignored anchors never count). Returns a 0/1 mask of the anchors the class loss sees.
+pub fn hard_negative_mask(background_loss: &[f32], labels: &[i8], ratio: f32) -> Vec<f32> {
+    let positives = labels.iter().filter(|&&l| l == 1).count();
+    let mut negatives: Vec<usize> = (0..labels.len()).filter(|&i| labels[i] == 0).collect();
+    let keep = ((ratio * positives as f32) as usize).min(negatives.len());
+    // Highest loss first; ties by index so the choice is deterministic.
+    negatives.sort_unstable_by(|&a, &b| {
+        background_loss[b]
+            .total_cmp(&background_loss[a])
+            .then(a.cmp(&b))
+    });
+    let mut mask: Vec<f32> = labels.iter().map(|&l| f32::from(l == 1)).collect();
+    for &i in &negatives[..keep] {
+        mask[i] = 1.0;
+    }
+    mask
+}
+
+/// `0.5 x²` for |x| < 1, `|x| − 0.5` beyond (β = 1).
+fn smooth_l1<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    let a = x.abs();
+    let m = a.clone().clamp_max(1.0);
+    m.clone() * m.clone() * 0.5 + (a - m)
+}
+
+/// The loss of `out` against per-image `targets`.
+pub fn multibox_loss(out: &HeadOutput, targets: &[Targets], config: &LossConfig) -> Loss {
+    let [b, n, _] = out.class.dims();
+    let device = out.class.device();
+    let logp = log_softmax(out.class.clone(), 2);
+    let lp_bg: Tensor<2> = logp.clone().narrow(2, 0, 1).reshape([b, n]);
+    let lp_face: Tensor<2> = logp.narrow(2, 1, 1).reshape([b, n]);
+
+    let flat =
+        |f: &dyn Fn(&Targets) -> Vec<f32>| -> Vec<f32> { targets.iter().flat_map(f).collect() };
+    let is_face = flat(&|t| t.labels.iter().map(|&l| f32::from(l == 1)).collect());
+    let y: Tensor<2> = tensor(is_face.clone(), vec![b, n], &device);
+
+    // OHEM on the host from the detached background loss.
+    let bg_loss: Vec<f32> = lp_bg
+        .clone()
+        .detach()
+        .neg()
+        .into_data()
+        .convert::<f32>()
+        .try_to_vec()
+        .unwrap_or_else(|_| vec![0.0; b * n]);
+    let mut selected = Vec::with_capacity(b * n);
+    for (i, t) in targets.iter().enumerate() {
+        selected.extend(hard_negative_mask(
+            &bg_loss[i * n..(i + 1) * n],
+            &t.labels,
+            config.negatives_per_positive,
+        ));
+    }
+    let sel: Tensor<2> = tensor(selected, vec![b, n], &device);
+
+    let positives = is_face.iter().filter(|&&v| v > 0.0).count();
+    let with_landmarks = targets
+        .iter()
+        .map(|t| t.landmark_mask.iter().filter(|&&v| v > 0.0).count())
+        .sum::<usize>();
+    let np = positives.max(1) as f32;
+    let nl = with_landmarks.max(1) as f32;
+
+    // −log p(label) = −(lp_bg + y · (lp_face − lp_bg)).
+    let ce = (lp_bg.clone() + y.clone() * (lp_face - lp_bg)).neg();
+    let class = (ce * sel).sum() / np;
+
+    let pos3: Tensor<3> = y.reshape([b, n, 1]);
+    let box_t: Tensor<3> = tensor(flat(&|t| t.boxes.clone()), vec![b, n, 4], &device);
+    let boxes = (smooth_l1(out.boxes.clone() - box_t) * pos3).sum() / np;
+
+    let lm_mask: Tensor<3> = tensor(flat(&|t| t.landmark_mask.clone()), vec![b, n, 1], &device);
+    let lm_t: Tensor<3> = tensor(flat(&|t| t.landmarks.clone()), vec![b, n, 10], &device);
+    let landmarks = (smooth_l1(out.landmarks.clone() - lm_t) * lm_mask).sum() / nl;
+
+    let scalar = |t: &Tensor<1>| t.clone().detach().into_scalar::<f32>();
+    let (c, bx, lm) = (scalar(&class), scalar(&boxes), scalar(&landmarks));
+    let total = class + boxes * config.box_weight + landmarks * config.landmark_weight;
+    Loss {
+        total,
+        class: c,
+        boxes: bx,
+        landmarks: lm,
+        positives,
+    }
+}

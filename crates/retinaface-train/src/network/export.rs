@@ -1,0 +1,94 @@
+//! From the burn network to the detector's tensors: unfolded (BatchNorm kept, what checkpoints
+//! and `--init` read back exactly) or folded (what `retinaface detect` runs, as `convert`
+//! writes it).
+
+use super::layers::{ConvBn, BN_EPS};
+use super::Model;
+use burn::tensor::Tensor;
+use retinaface::weights::{NamedTensors, Tensor as HostTensor, WeightsError};
+
+fn host<const D: usize>(t: Tensor<D>) -> Result<HostTensor, WeightsError> {
+    let shape = t.dims().to_vec();
+    let data = t
+        .into_data()
+        .convert::<f32>()
+        .try_to_vec::<f32>()
+        .map_err(|e| WeightsError::Mismatch(format!("reading a tensor back: {e:?}")))?;
+    Ok(HostTensor::new(shape, data))
+}
+
+fn pairs(model: &Model) -> Result<Vec<(&retinaface::model::ConvSpec, &ConvBn)>, WeightsError> {
+    let layers = model.net.layers();
+    if layers.len() != model.specs.len() {
+        return Err(WeightsError::Mismatch(format!(
+            "{} layers for {} specs",
+            layers.len(),
+            model.specs.len()
+        )));
+    }
+    Ok(model.specs.iter().zip(layers).collect())
+}
+
+/// Conv weights and biases and BatchNorm's four tensors under the port's names.
+pub fn export_unfolded(model: &Model) -> Result<NamedTensors, WeightsError> {
+    let mut out = NamedTensors::new();
+    for (spec, layer) in pairs(model)? {
+        let w = host(layer.conv.weight.val())?;
+        if w.shape != spec.weight_shape() {
+            return Err(WeightsError::Shape {
+                name: format!("{}.weight", spec.name),
+                expected: spec.weight_shape(),
+                found: w.shape,
+            });
+        }
+        out.insert(format!("{}.weight", spec.name), w);
+        if let Some(b) = &layer.conv.bias {
+            out.insert(format!("{}.bias", spec.name), host(b.val())?);
+        }
+        if let (Some(bn), Some(name)) = (&layer.bn, &spec.bn) {
+            out.insert(format!("{name}.weight"), host(bn.gamma.val())?);
+            out.insert(format!("{name}.bias"), host(bn.beta.val())?);
+            out.insert(
+                format!("{name}.running_mean"),
+                host(bn.running_mean.value())?,
+            );
+            out.insert(format!("{name}.running_var"), host(bn.running_var.value())?);
+        }
+    }
+    Ok(out)
+}
+
+/// BatchNorm folded into each convolution: `<conv>.weight` and `<conv>.bias` only.
+pub fn export_folded(model: &Model) -> Result<NamedTensors, WeightsError> {
+    let unfolded = export_unfolded(model)?;
+    let mut out = NamedTensors::new();
+    for spec in &model.specs {
+        let get = |n: &str| unfolded.get(n).map(|t| t.data.clone());
+        let wname = format!("{}.weight", spec.name);
+        let mut w = get(&wname).unwrap_or_default();
+        let mut b = get(&format!("{}.bias", spec.name)).unwrap_or_else(|| vec![0.0; spec.cout]);
+        if let Some(bn) = &spec.bn {
+            let stat = |p: &str| get(&format!("{bn}.{p}")).unwrap_or_default();
+            let (g, beta, mean, var) = (
+                stat("weight"),
+                stat("bias"),
+                stat("running_mean"),
+                stat("running_var"),
+            );
+            let per = w.len() / spec.cout;
+            for o in 0..spec.cout {
+                let scale = g[o] / (var[o] + BN_EPS as f32).sqrt();
+                w[o * per..(o + 1) * per]
+                    .iter_mut()
+                    .for_each(|v| *v *= scale);
+                b[o] = (b[o] - mean[o]) * scale + beta[o];
+            }
+        }
+        out.insert(wname, HostTensor::new(spec.weight_shape(), w));
+        out.insert(
+            format!("{}.bias", spec.name),
+            HostTensor::new(vec![spec.cout], b),
+        );
+    }
+    Ok(out)
+}

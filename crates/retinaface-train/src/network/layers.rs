@@ -1,0 +1,239 @@
+//! One convolution with its BatchNorm and activation, and the builder that makes them from a
+//! [`ConvSpec`]: from scratch (PyTorch's default initialisation, seeded) or from the tensors any
+//! weight file the detector reads provides.
+
+use burn::module::{Module, Param};
+use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::{BatchNorm, BatchNormConfig, PaddingConfig2d};
+use burn::tensor::activation::{leaky_relu, relu};
+use burn::tensor::{Device, Tensor, TensorData};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use retinaface::engine::Activation;
+use retinaface::model::ConvSpec;
+use retinaface::weights::{NamedTensors, WeightsError};
+
+/// BatchNorm's epsilon (PyTorch's default, the one the detector folds with).
+pub const BN_EPS: f64 = 1e-5;
+
+/// How a layer's BatchNorm behaves during training.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BnMode {
+    /// Batch statistics in training, running averages updated (PyTorch's `train()`).
+    Train,
+    /// Running statistics always (the layer is an affine map whose γ and β still learn).
+    Frozen,
+}
+
+/// Convolution → BatchNorm (optional) → activation.
+#[derive(Module, Debug)]
+pub struct ConvBn {
+    pub conv: Conv2d,
+    pub bn: Option<BatchNorm>,
+    /// Negative slope of the LeakyReLU; 0 is ReLU.
+    pub slope: f64,
+    /// Whether an activation follows at all.
+    pub activate: bool,
+}
+
+impl ConvBn {
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        let mut y = self.conv.forward(x);
+        if let Some(bn) = &self.bn {
+            y = bn.forward(y);
+        }
+        match (self.activate, self.slope) {
+            (false, _) => y,
+            (true, s) if s == 0.0 => relu(y),
+            (true, s) => leaky_relu(y, s),
+        }
+    }
+
+    /// Like [`ConvBn::forward`] but the activation is left to the caller (SSH branches).
+    pub fn forward_linear(&self, x: Tensor<4>) -> Tensor<4> {
+        let y = self.conv.forward(x);
+        match &self.bn {
+            Some(bn) => bn.forward(y),
+            None => y,
+        }
+    }
+}
+
+/// Hands out [`ConvBn`] layers in forward order and records their specs (the export order).
+pub struct LayerBuilder<'a> {
+    device: Device,
+    tensors: Option<&'a NamedTensors>,
+    rng: ChaCha8Rng,
+    bn_mode: BnMode,
+    specs: Vec<ConvSpec>,
+}
+
+impl<'a> LayerBuilder<'a> {
+    /// From scratch: weights drawn from `seed`.
+    pub fn scratch(device: &Device, seed: u64) -> Self {
+        LayerBuilder {
+            device: device.clone(),
+            tensors: None,
+            rng: ChaCha8Rng::seed_from_u64(seed),
+            bn_mode: BnMode::Train,
+            specs: Vec::new(),
+        }
+    }
+
+    /// From named tensors (the port's names). Files with BatchNorm statistics keep them and
+    /// train BatchNorm; folded files (ONNX, the detector's safetensors) start every BatchNorm
+    /// as the identity with frozen statistics, so training starts from exactly the detector.
+    pub fn from_tensors(device: &Device, tensors: &'a NamedTensors) -> Self {
+        let has_stats = tensors.keys().any(|k| k.ends_with(".running_mean"));
+        LayerBuilder {
+            device: device.clone(),
+            tensors: Some(tensors),
+            rng: ChaCha8Rng::seed_from_u64(0),
+            bn_mode: if has_stats {
+                BnMode::Train
+            } else {
+                BnMode::Frozen
+            },
+            specs: Vec::new(),
+        }
+    }
+
+    /// The BatchNorm mode the layers get.
+    pub fn bn_mode(&self) -> BnMode {
+        self.bn_mode
+    }
+
+    /// Force a BatchNorm mode (e.g. freeze statistics that came with the weights).
+    pub fn with_bn_mode(mut self, mode: BnMode) -> Self {
+        self.bn_mode = mode;
+        self
+    }
+
+    pub fn into_specs(self) -> Vec<ConvSpec> {
+        self.specs
+    }
+
+    /// The layer of `spec`.
+    pub fn conv(&mut self, spec: ConvSpec) -> Result<ConvBn, WeightsError> {
+        let groups = if spec.depthwise { spec.cin } else { 1 };
+        let p = spec.pad;
+        let config = Conv2dConfig::new([spec.cin, spec.cout], [spec.k, spec.k])
+            .with_stride([spec.stride, spec.stride])
+            .with_padding(PaddingConfig2d::Explicit(p, p, p, p))
+            .with_groups(groups)
+            .with_bias(spec.bn.is_none() || self.has_bias(&spec))
+            // Replaced below; zeros skip drawing numbers that are thrown away.
+            .with_initializer(burn::nn::Initializer::Zeros);
+        let mut conv = config.init(&self.device);
+        let shape = spec.weight_shape();
+        let fan_in = shape[1] * shape[2] * shape[3];
+        let (weight, bias) = match self.tensors {
+            Some(t) => {
+                let w = take(t, &format!("{}.weight", spec.name), &shape)?;
+                let b = match t.get(&format!("{}.bias", spec.name)) {
+                    Some(_) => Some(take(t, &format!("{}.bias", spec.name), &[spec.cout])?),
+                    None if spec.bn.is_some() => None,
+                    None => {
+                        return Err(WeightsError::Missing {
+                            name: format!("{}.bias", spec.name),
+                            expected: vec![spec.cout],
+                        })
+                    }
+                };
+                (w, b)
+            }
+            None => {
+                // PyTorch's default: kaiming_uniform(a = √5), i.e. U(±1/√fan_in), bias alike.
+                let bound = 1.0 / (fan_in as f32).sqrt();
+                let n: usize = shape.iter().product();
+                let w = (0..n)
+                    .map(|_| self.rng.random_range(-bound..bound))
+                    .collect();
+                let b = spec.bn.is_none().then(|| {
+                    (0..spec.cout)
+                        .map(|_| self.rng.random_range(-bound..bound))
+                        .collect()
+                });
+                (w, b)
+            }
+        };
+        conv.weight = Param::from_tensor(tensor(weight, shape, &self.device));
+        conv.bias = bias.map(|b| Param::from_tensor(tensor(b, vec![spec.cout], &self.device)));
+        let bn = match &spec.bn {
+            Some(name) => Some(self.batch_norm(name, spec.cout)?),
+            None => None,
+        };
+        let (activate, slope) = match spec.act {
+            Activation::Identity => (false, 0.0),
+            Activation::Relu => (true, 0.0),
+            Activation::Leaky(s) => (true, f64::from(s)),
+        };
+        self.specs.push(spec);
+        Ok(ConvBn {
+            conv,
+            bn,
+            slope,
+            activate,
+        })
+    }
+
+    fn has_bias(&self, spec: &ConvSpec) -> bool {
+        self.tensors
+            .is_some_and(|t| t.contains_key(&format!("{}.bias", spec.name)))
+    }
+
+    fn batch_norm(&mut self, name: &str, c: usize) -> Result<BatchNorm, WeightsError> {
+        let mut bn = BatchNormConfig::new(c)
+            .with_epsilon(BN_EPS)
+            .init(&self.device);
+        let stats = self
+            .tensors
+            .filter(|t| t.contains_key(&format!("{name}.running_mean")));
+        let [gamma, beta, mean, var] = match stats {
+            Some(t) => {
+                let get = |p: &str| take(t, &format!("{name}.{p}"), &[c]);
+                [
+                    get("weight")?,
+                    get("bias")?,
+                    get("running_mean")?,
+                    get("running_var")?,
+                ]
+            }
+            // Identity: the folded convolution already holds BatchNorm. var = 1 − ε makes
+            // √(var + ε) exactly 1.
+            None => [
+                vec![1.0; c],
+                vec![0.0; c],
+                vec![0.0; c],
+                vec![1.0 - BN_EPS as f32; c],
+            ],
+        };
+        let d = &self.device;
+        bn.gamma = Param::from_tensor(tensor(gamma, vec![c], d));
+        bn.beta = Param::from_tensor(tensor(beta, vec![c], d));
+        bn.running_mean = burn::module::RunningState::new(tensor(mean, vec![c], d));
+        bn.running_var = burn::module::RunningState::new(tensor(var, vec![c], d));
+        bn.training = Param::from_bool(self.bn_mode == BnMode::Train);
+        Ok(bn)
+    }
+}
+
+/// A float tensor of any rank up to 4 from host data.
+pub fn tensor<const D: usize>(data: Vec<f32>, shape: Vec<usize>, device: &Device) -> Tensor<D> {
+    Tensor::from_data(TensorData::new(data, shape), device)
+}
+
+fn take(tensors: &NamedTensors, name: &str, shape: &[usize]) -> Result<Vec<f32>, WeightsError> {
+    let t = tensors.get(name).ok_or_else(|| WeightsError::Missing {
+        name: name.to_owned(),
+        expected: shape.to_vec(),
+    })?;
+    if t.shape != shape {
+        return Err(WeightsError::Shape {
+            name: name.to_owned(),
+            expected: shape.to_vec(),
+            found: t.shape.clone(),
+        });
+    }
+    Ok(t.data.clone())
+}

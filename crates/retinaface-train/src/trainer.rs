@@ -1,0 +1,406 @@
+//! The training loop: SGD with momentum and weight decay, warm-up then step decay, gradient
+//! accumulation, checkpoints with exact resume, a JSON-lines metrics log, and the export that
+//! `retinaface detect` loads.
+
+use crate::config::{BatchNormSetting, DeviceKind, TrainConfig};
+use crate::data::{Batch, Dataset, Loader};
+use crate::loss::multibox_loss;
+use crate::network::{export_folded, export_unfolded, tensor, BnMode, LayerBuilder, Model};
+use crate::TrainError;
+use burn::module::Module;
+use burn::optim::decay::WeightDecayConfig;
+use burn::optim::momentum::MomentumConfig;
+use burn::optim::{GradientsAccumulator, GradientsParams, ModuleOptimizer, SgdConfig};
+use burn::tensor::Device;
+use serde::{Deserialize, Serialize};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Where a run stands; saved with every checkpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Progress {
+    /// Optimiser steps done.
+    pub step: usize,
+    /// The next batch to load.
+    pub epoch: usize,
+    pub batch: usize,
+    /// Images trained on so far.
+    pub images: usize,
+    /// Whether BatchNorm trains (fixed at the start of the run).
+    pub bn_train: bool,
+}
+
+/// One optimiser step, as the progress bar and the metrics log see it.
+#[derive(Debug, Clone, Serialize)]
+pub struct StepReport {
+    pub step: usize,
+    pub steps: usize,
+    pub epoch: usize,
+    pub lr: f64,
+    pub loss: f32,
+    pub class: f32,
+    pub boxes: f32,
+    pub landmarks: f32,
+    pub positives: usize,
+    pub images: usize,
+    pub images_per_s: f64,
+    pub elapsed_s: f64,
+    /// Images of this step that could not be read (skipped), with the reason.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub skipped: Vec<String>,
+}
+
+/// A run: the model, the optimiser, the data and where they stand.
+pub struct Trainer {
+    pub config: TrainConfig,
+    model: Model,
+    optim: ModuleOptimizer,
+    loader: Arc<Loader>,
+    device: Device,
+    progress: Progress,
+    out: PathBuf,
+}
+
+/// The device of `kind`, with autodiff.
+pub fn device(kind: DeviceKind) -> Result<Device, TrainError> {
+    match kind {
+        DeviceKind::Cpu => Ok(Device::flex().autodiff()),
+        #[cfg(feature = "cuda")]
+        DeviceKind::Cuda => Ok(Device::cuda(0).autodiff()),
+        #[cfg(not(feature = "cuda"))]
+        DeviceKind::Cuda => Err(TrainError::Device(
+            "this build has no CUDA backend: build with `--features cuda`".into(),
+        )),
+    }
+}
+
+fn optimizer(config: &TrainConfig) -> ModuleOptimizer {
+    let o = &config.optim;
+    SgdConfig::new()
+        .with_momentum(Some(
+            MomentumConfig::new()
+                .with_momentum(o.momentum)
+                .with_dampening(0.0),
+        ))
+        .with_weight_decay(Some(WeightDecayConfig::new(o.weight_decay)))
+        .init()
+}
+
+const CHECKPOINTS: &str = "checkpoints";
+
+impl Trainer {
+    /// A new run from `config.run.init`; writes `config.toml` into the output folder.
+    pub fn new(config: TrainConfig) -> Result<Self, TrainError> {
+        config.validate()?;
+        let device = device(config.run.device)?;
+        let model_config = config.model.model_config();
+        let model = match config.run.init.as_str() {
+            "scratch" => {
+                let b = LayerBuilder::scratch(&device, config.run.seed);
+                Model::build(&model_config, with_bn(b, config.run.batch_norm))?
+            }
+            path => {
+                let path = Path::new(path);
+                let tensors = retinaface::weights::read_file(path).map_err(|source| {
+                    TrainError::WeightsFile {
+                        path: path.to_path_buf(),
+                        source,
+                    }
+                })?;
+                let b = LayerBuilder::from_tensors(&device, &tensors);
+                Model::build(&model_config, with_bn(b, config.run.batch_norm)).map_err(
+                    |source| TrainError::WeightsFile {
+                        path: path.to_path_buf(),
+                        source,
+                    },
+                )?
+            }
+        };
+        let progress = Progress {
+            step: 0,
+            epoch: 0,
+            batch: 0,
+            images: 0,
+            bn_train: model.bn_mode == BnMode::Train,
+        };
+        let out = config.run.out.clone();
+        std::fs::create_dir_all(&out).map_err(|e| TrainError::io(&out, e))?;
+        write(&out.join("config.toml"), config.to_toml().as_bytes())?;
+        // A fresh run starts a fresh log.
+        write(&out.join("metrics.jsonl"), b"")?;
+        let loader = Arc::new(make_loader(&config)?);
+        Ok(Trainer {
+            optim: optimizer(&config),
+            config,
+            model,
+            loader,
+            device,
+            progress,
+            out,
+        })
+    }
+
+    /// Continue the run in `out` from its latest checkpoint, with the configuration it was
+    /// started with (`config.toml` there).
+    pub fn resume(out: &Path) -> Result<Self, TrainError> {
+        let config = TrainConfig::load(&out.join("config.toml"))?;
+        let dir = latest_checkpoint(out)?;
+        let bad = |reason: String| TrainError::Checkpoint {
+            path: dir.clone(),
+            reason,
+        };
+        let state = std::fs::read_to_string(dir.join("state.json"))
+            .map_err(|e| TrainError::io(dir.join("state.json"), e))?;
+        let progress: Progress = serde_json::from_str(&state).map_err(|e| bad(e.to_string()))?;
+        let device = device(config.run.device)?;
+        let mode = if progress.bn_train {
+            BatchNormSetting::Train
+        } else {
+            BatchNormSetting::Frozen
+        };
+        let b = LayerBuilder::scratch(&device, config.run.seed);
+        let mut model = Model::build(&config.model.model_config(), with_bn(b, mode))?;
+        model.net = model
+            .net
+            .try_load_file(dir.join("model.bpk"))
+            .map_err(|e| bad(format!("model: {e}")))?;
+        let optim = optimizer(&config)
+            .load(dir.join("optim.bpk"))
+            .map_err(|e| bad(format!("optimiser: {e}")))?;
+        let loader = Arc::new(make_loader(&config)?);
+        Ok(Trainer {
+            config,
+            model,
+            optim,
+            loader,
+            device,
+            progress,
+            out: out.to_path_buf(),
+        })
+    }
+
+    pub fn model(&self) -> &Model {
+        &self.model
+    }
+
+    pub fn progress(&self) -> Progress {
+        self.progress
+    }
+
+    pub fn dataset(&self) -> &Dataset {
+        self.loader.dataset()
+    }
+
+    /// Optimiser steps per epoch.
+    pub fn steps_per_epoch(&self) -> usize {
+        self.loader
+            .batches_per_epoch()
+            .div_ceil(self.config.optim.accumulate)
+    }
+
+    /// Optimiser steps of the whole run.
+    pub fn total_steps(&self) -> usize {
+        self.steps_per_epoch() * self.config.optim.epochs
+    }
+
+    /// Train until the configured epochs are done (or `max_steps` more steps, if given),
+    /// checkpointing on the way and at the end; `on_step` sees every step.
+    pub fn run(
+        &mut self,
+        max_steps: Option<usize>,
+        mut on_step: impl FnMut(&StepReport),
+    ) -> Result<(), TrainError> {
+        let epochs = self.config.optim.epochs;
+        let per_epoch = self.loader.batches_per_epoch();
+        let accumulate = self.config.optim.accumulate;
+        let batches =
+            Arc::clone(&self.loader).prefetch(self.progress.epoch, self.progress.batch, epochs);
+        let start = Instant::now();
+        let mut metrics = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(self.out.join("metrics.jsonl"))
+            .map_err(|e| TrainError::io(self.out.join("metrics.jsonl"), e))?;
+        let first_step = self.progress.step;
+        while self.progress.epoch < epochs
+            && max_steps.is_none_or(|m| self.progress.step - first_step < m)
+        {
+            let t0 = Instant::now();
+            let epoch_f =
+                self.progress.epoch as f64 + self.progress.batch as f64 / per_epoch as f64;
+            let lr = self.config.learning_rate(epoch_f);
+            let mut acc = GradientsAccumulator::new();
+            let (mut loss, mut class, mut boxes, mut lms) = (0.0, 0.0, 0.0, 0.0);
+            let (mut positives, mut images, mut skipped) = (0, 0, Vec::new());
+            // Up to `accumulate` batches, never across an epoch boundary.
+            let mut parts = 0;
+            while parts < accumulate && self.progress.epoch < epochs {
+                let batch = batches
+                    .recv()
+                    .map_err(|_| TrainError::Invalid("the data loader stopped early".into()))?;
+                self.advance(per_epoch);
+                skipped.extend(
+                    batch
+                        .failed
+                        .iter()
+                        .map(|(p, e)| format!("{}: {e}", p.display())),
+                );
+                if batch.is_empty() {
+                    parts += 1;
+                    continue;
+                }
+                let l = self.forward_loss(&batch);
+                let scaled = l.total.clone() / accumulate as f32;
+                let grads = GradientsParams::from_grads(scaled.backward(), &self.model.net);
+                acc.accumulate(&self.model.net, grads);
+                loss += l.total.into_scalar::<f32>() / accumulate as f32;
+                class += l.class / accumulate as f32;
+                boxes += l.boxes / accumulate as f32;
+                lms += l.landmarks / accumulate as f32;
+                positives += l.positives;
+                images += batch.len();
+                parts += 1;
+                if self.progress.batch == 0 {
+                    break;
+                }
+            }
+            if images > 0 {
+                let net = self.model.net.clone();
+                self.model.net = self.optim.step(lr, net, acc.grads());
+            }
+            self.progress.step += 1;
+            self.progress.images += images;
+            let report = StepReport {
+                step: self.progress.step,
+                steps: self.total_steps(),
+                epoch: self.progress.epoch,
+                lr,
+                loss,
+                class,
+                boxes,
+                landmarks: lms,
+                positives,
+                images,
+                images_per_s: images as f64 / t0.elapsed().as_secs_f64().max(1e-9),
+                elapsed_s: start.elapsed().as_secs_f64(),
+                skipped,
+            };
+            if let Ok(line) = serde_json::to_string(&report) {
+                let _ = writeln!(metrics, "{line}");
+            }
+            on_step(&report);
+            let every = self.config.run.checkpoint_every;
+            if every > 0 && self.progress.step.is_multiple_of(every) {
+                self.save_checkpoint()?;
+            }
+        }
+        self.save_checkpoint()?;
+        if self.progress.epoch >= epochs {
+            self.export(&self.out.join("final.safetensors"))?;
+        }
+        Ok(())
+    }
+
+    fn advance(&mut self, per_epoch: usize) {
+        self.progress.batch += 1;
+        if self.progress.batch >= per_epoch {
+            self.progress.batch = 0;
+            self.progress.epoch += 1;
+        }
+    }
+
+    fn forward_loss(&self, batch: &Batch) -> crate::loss::Loss {
+        let s = batch.size;
+        let x = tensor(
+            batch.images.clone(),
+            vec![batch.len(), 3, s, s],
+            &self.device,
+        );
+        let out = self.model.net.forward(x);
+        multibox_loss(&out, &batch.targets, &self.config.loss)
+    }
+
+    /// Save model, optimiser and progress under `checkpoints/step-N`, plus an unfolded
+    /// safetensors copy of the model (loadable by `detect` and by `--init`).
+    pub fn save_checkpoint(&self) -> Result<PathBuf, TrainError> {
+        let dir = self
+            .out
+            .join(CHECKPOINTS)
+            .join(format!("step-{:08}", self.progress.step));
+        std::fs::create_dir_all(&dir).map_err(|e| TrainError::io(&dir, e))?;
+        let bad = |reason: String| TrainError::Checkpoint {
+            path: dir.clone(),
+            reason,
+        };
+        self.model
+            .net
+            .clone()
+            .save_file(dir.join("model.bpk"))
+            .map_err(|e| bad(e.to_string()))?;
+        self.optim
+            .save(dir.join("optim.bpk"))
+            .map_err(|e| bad(e.to_string()))?;
+        let unfolded = export_unfolded(&self.model)?;
+        let bytes = retinaface::weights::safetensors::write(&unfolded, &self.model.config)?;
+        write(&dir.join("model.safetensors"), &bytes)?;
+        let state = serde_json::to_string_pretty(&self.progress).unwrap_or_default();
+        // The state goes last: a checkpoint without it is incomplete and is not resumed from.
+        write(&dir.join("state.json"), state.as_bytes())?;
+        Ok(dir)
+    }
+
+    /// The detector's safetensors (BatchNorm folded, configuration embedded).
+    pub fn export(&self, path: &Path) -> Result<(), TrainError> {
+        let folded = export_folded(&self.model)?;
+        let bytes = retinaface::weights::safetensors::write(&folded, &self.model.config)?;
+        write(path, &bytes)
+    }
+}
+
+fn with_bn(b: LayerBuilder<'_>, setting: BatchNormSetting) -> LayerBuilder<'_> {
+    match setting {
+        BatchNormSetting::Auto => b,
+        BatchNormSetting::Train => b.with_bn_mode(BnMode::Train),
+        BatchNormSetting::Frozen => b.with_bn_mode(BnMode::Frozen),
+    }
+}
+
+fn make_loader(config: &TrainConfig) -> Result<Loader, TrainError> {
+    let mut dataset = Dataset::load(&config.data.images, &config.data.labels_path())?;
+    if config.data.max_images > 0 {
+        dataset.truncate(config.data.max_images);
+    }
+    Ok(Loader::new(
+        dataset,
+        &config.model.model_config(),
+        config.augment.clone(),
+        config.matching,
+        config.data.image_size,
+        config.optim.batch,
+        config.run.seed,
+    ))
+}
+
+/// The newest complete checkpoint of a run.
+pub fn latest_checkpoint(out: &Path) -> Result<PathBuf, TrainError> {
+    let dir = out.join(CHECKPOINTS);
+    let entries = std::fs::read_dir(&dir).map_err(|e| TrainError::io(&dir, e))?;
+    let mut found: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.join("state.json").is_file())
+        .collect();
+    found.sort();
+    found.pop().ok_or_else(|| TrainError::Checkpoint {
+        path: dir,
+        reason: "no complete checkpoint to resume from".into(),
+    })
+}
+
+fn write(path: &Path, bytes: &[u8]) -> Result<(), TrainError> {
+    // Write then rename: a run killed mid-write leaves the previous file intact.
+    let tmp = path.with_extension("partial");
+    std::fs::write(&tmp, bytes).map_err(|e| TrainError::io(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| TrainError::io(path, e))
+}

