@@ -1,4 +1,4 @@
-//! The `retinaface` command line: detect, convert, bench, eval, align, anonymize.
+//! The `retinaface` command line: detect, convert, bench, eval, align, anonymize, train.
 
 mod commands;
 mod files;
@@ -35,6 +35,9 @@ enum Command {
     Align(commands::align::Args),
     /// Blur, pixelate or fill the faces of photos and videos.
     Anonymize(commands::anonymize::Args),
+    /// Train RetinaFace (CPU, or CUDA in builds with the `cuda` feature).
+    #[cfg(feature = "train")]
+    Train(commands::train::Args),
 }
 
 fn main() -> ExitCode {
@@ -46,6 +49,8 @@ fn main() -> ExitCode {
         Command::Eval(a) => commands::eval::run(a),
         Command::Align(a) => commands::align::run(a),
         Command::Anonymize(a) => commands::anonymize::run(a),
+        #[cfg(feature = "train")]
+        Command::Train(a) => commands::train::run(a),
     };
     match result {
         Ok(code) => code,

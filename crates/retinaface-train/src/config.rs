@@ -178,7 +178,7 @@ impl TrainConfig {
     pub fn validate(&self) -> Result<(), TrainError> {
         let bad = |m: &str| Err(TrainError::Invalid(m.to_owned()));
         let s = self.data.image_size;
-        if !(32..=4096).contains(&s) || s % 32 != 0 {
+        if !(32..=4096).contains(&s) || !s.is_multiple_of(32) {
             return bad("image_size must be a multiple of 32 between 32 and 4096");
         }
         let o = &self.optim;

@@ -138,3 +138,75 @@ pub fn multibox_loss(out: &HeadOutput, targets: &[Targets], config: &LossConfig)
         positives,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::Device;
+
+    #[test]
+    fn ohem_keeps_three_hardest_negatives_per_positive_and_never_ignored_anchors() {
+        // 2 faces, 3 ignored, 10 background anchors with losses 0.0 … 0.9.
+        let mut labels = vec![1i8, 1, -1, -1, -1];
+        labels.extend([0i8; 10]);
+        let mut loss = vec![5.0; 5]; // ignored anchors are "hard" but must not be picked
+        loss.extend((0..10).map(|i| i as f32 / 10.0));
+        let mask = hard_negative_mask(&loss, &labels, 3.0);
+        assert_eq!(&mask[..5], &[1.0, 1.0, 0.0, 0.0, 0.0]);
+        let chosen: Vec<usize> = (5..15).filter(|&i| mask[i] > 0.0).collect();
+        assert_eq!(chosen, [9, 10, 11, 12, 13, 14]);
+        assert_eq!(mask.iter().sum::<f32>(), 8.0); // 2 + 3·2
+                                                   // Fewer negatives than 3:1 asks for: all of them.
+        assert_eq!(
+            hard_negative_mask(&[1.0, 0.5, 0.2], &[1, 0, 0], 3.0),
+            [1.0, 1.0, 1.0]
+        );
+        // No face: no negative either (the port's rule).
+        assert_eq!(hard_negative_mask(&[1.0, 0.5], &[0, 0], 3.0), [0.0, 0.0]);
+    }
+
+    #[test]
+    fn loss_on_a_tiny_case_equals_the_hand_computed_value() {
+        let device = Device::flex();
+        // Three anchors: a face (logits 0, 0) and two background ones (1, 0) and (0, 2).
+        let out = HeadOutput {
+            class: tensor(vec![0.0, 0.0, 1.0, 0.0, 0.0, 2.0], vec![1, 3, 2], &device),
+            boxes: tensor(
+                [[0.5, -2.0, 0.0, 0.0], [9.0; 4], [9.0; 4]].concat(),
+                vec![1, 3, 4],
+                &device,
+            ),
+            landmarks: tensor(
+                [vec![0.2; 10], vec![9.0; 20]].concat(),
+                vec![1, 3, 10],
+                &device,
+            ),
+        };
+        let t = Targets {
+            labels: vec![1, 0, 0],
+            boxes: vec![0.0; 12],
+            landmarks: vec![0.0; 30],
+            landmark_mask: vec![1.0, 0.0, 0.0],
+        };
+        let config = LossConfig {
+            box_weight: 2.0,
+            landmark_weight: 1.0,
+            negatives_per_positive: 1.0,
+        };
+        let l = multibox_loss(&out, &[t], &config);
+        // Class: face −log ½ = 0.693147; OHEM keeps the harder negative (0, 2):
+        // −log(1 / (1 + e²)) = 2.126928. One positive.
+        let class = 2f32.ln() + (1.0 + 2f32.exp()).ln();
+        // Boxes: smooth-L1(0.5) + smooth-L1(−2) = 0.125 + 1.5; landmarks 10 · ½ · 0.2².
+        let (boxes, landmarks) = (1.625, 0.2);
+        assert!((l.class - class).abs() < 1e-5, "{} vs {class}", l.class);
+        assert!((l.boxes - boxes).abs() < 1e-5, "{}", l.boxes);
+        assert!((l.landmarks - landmarks).abs() < 1e-5, "{}", l.landmarks);
+        let total = l.total.into_scalar::<f32>();
+        assert!(
+            (total - (class + 2.0 * boxes + landmarks)).abs() < 1e-5,
+            "{total}"
+        );
+        assert_eq!(l.positives, 1);
+    }
+}

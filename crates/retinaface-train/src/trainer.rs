@@ -160,7 +160,12 @@ impl Trainer {
         } else {
             BatchNormSetting::Frozen
         };
-        let b = LayerBuilder::scratch(&device, config.run.seed);
+        // The unfolded copy carries BatchNorm's running statistics, which the framework's
+        // record does not restore; the record then restores the parameters and their ids
+        // (the optimiser's state is keyed by them).
+        let unfolded = retinaface::weights::read_file(&dir.join("model.safetensors"))
+            .map_err(|e| bad(format!("model.safetensors: {e}")))?;
+        let b = LayerBuilder::from_tensors(&device, &unfolded);
         let mut model = Model::build(&config.model.model_config(), with_bn(b, mode))?;
         model.net = model
             .net

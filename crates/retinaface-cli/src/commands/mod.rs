@@ -6,3 +6,5 @@ pub mod bench;
 pub mod convert;
 pub mod detect;
 pub mod eval;
+#[cfg(feature = "train")]
+pub mod train;

@@ -42,6 +42,9 @@ impl Batch {
     }
 }
 
+/// One image ready for a batch: CHW pixels, its targets, its face count.
+type Prepared = (Vec<f32>, Targets, usize);
+
 /// Makes the batches of a run.
 pub struct Loader {
     dataset: Dataset,
@@ -116,7 +119,7 @@ impl Loader {
         let s = self.size;
         let mean = self.model.mean_bgr;
         let mean_rgb = [mean[2], mean[1], mean[0]].map(|v| v.round().clamp(0.0, 255.0) as u8);
-        let items: Vec<Result<(Vec<f32>, Targets, usize), (PathBuf, String)>> = order[start..end]
+        let items: Vec<Result<Prepared, (PathBuf, String)>> = order[start..end]
             .par_iter()
             .enumerate()
             .map(|(k, &i)| {

@@ -44,7 +44,7 @@ impl ConvBn {
         }
         match (self.activate, self.slope) {
             (false, _) => y,
-            (true, s) if s == 0.0 => relu(y),
+            (true, 0.0) => relu(y),
             (true, s) => leaky_relu(y, s),
         }
     }

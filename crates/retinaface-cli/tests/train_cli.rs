@@ -1,0 +1,250 @@
+#![cfg(feature = "train")]
+//! `retinaface train` end to end: overfitting two real training images from scratch, then
+//! `retinaface detect` with what it wrote; resume continues a run exactly.
+
+mod common;
+
+use common::{s, shared, temp};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const SIDE: u32 = 256;
+const IMAGES: [&str; 2] = [
+    "0--Parade/0_Parade_Parade_0_371.jpg",
+    "1--Handshaking/1_Handshaking_Handshaking_1_686.jpg",
+];
+
+fn run(args: &[&str]) -> std::process::Output {
+    let out = Command::new(env!("CARGO_BIN_EXE_retinaface"))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// The two photos scaled so the long side is `SIDE` (PNG, so detect sees the very pixels
+/// training saw), with their label.txt entries scaled alike. Returns (images, labels, boxes).
+fn small_dataset(dir: &Path) -> (PathBuf, PathBuf, Vec<Vec<[f32; 4]>>) {
+    let root = shared().join("data/widerface/train");
+    let labels = retinaface_eval::LabelFile::load(&root.join("label.txt")).unwrap();
+    let images = dir.join("images");
+    let mut text = String::new();
+    let mut boxes = Vec::new();
+    for name in IMAGES {
+        let entry = labels.images.iter().find(|i| i.path == name).unwrap();
+        let img = image::open(root.join("images").join(name))
+            .unwrap()
+            .to_rgb8();
+        let k = SIDE as f32 / img.width().max(img.height()) as f32;
+        let (w, h) = (
+            (img.width() as f32 * k).round() as u32,
+            (img.height() as f32 * k).round() as u32,
+        );
+        let small = image::imageops::resize(&img, w, h, image::imageops::FilterType::Triangle);
+        let png = name.replace(".jpg", ".png");
+        std::fs::create_dir_all(images.join(Path::new(&png).parent().unwrap())).unwrap();
+        small.save(images.join(&png)).unwrap();
+        text += &format!("# {png}\n");
+        let mut b = Vec::new();
+        for f in &entry.faces {
+            let v: Vec<String> = f.bbox.iter().map(|x| format!("{}", x * k)).collect();
+            let p: Vec<String> = f
+                .points
+                .iter()
+                .flat_map(|p| {
+                    [
+                        format!("{}", p[0] * k),
+                        format!("{}", p[1] * k),
+                        format!("{}", p[2]),
+                    ]
+                })
+                .collect();
+            text += &format!("{} {}\n", v.join(" "), p.join(" "));
+            let [x, y, w, h] = f.bbox.map(|x| x * k);
+            b.push([x, y, x + w, y + h]);
+        }
+        boxes.push(b);
+    }
+    let label_path = dir.join("label.txt");
+    std::fs::write(&label_path, text).unwrap();
+    (images, label_path, boxes)
+}
+
+fn losses(metrics: &Path) -> Vec<f64> {
+    std::fs::read_to_string(metrics)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["loss"]
+                .as_f64()
+                .unwrap()
+        })
+        .collect()
+}
+
+fn iou(a: [f32; 4], b: [f32; 4]) -> f32 {
+    let iw = (a[2].min(b[2]) - a[0].max(b[0])).max(0.0);
+    let ih = (a[3].min(b[3]) - a[1].max(b[1])).max(0.0);
+    let inter = iw * ih;
+    inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+}
+
+fn train_args<'a>(
+    images: &'a Path,
+    labels: &'a Path,
+    out: &'a Path,
+    epochs: &'a str,
+) -> Vec<&'a str> {
+    vec![
+        "train",
+        "--data",
+        s(images),
+        "--labels",
+        s(labels),
+        "--init",
+        "scratch",
+        "--epochs",
+        epochs,
+        "--image-size",
+        "256",
+        "--batch",
+        "2",
+        "--lr",
+        "0.01",
+        "--no-augment",
+        "--out",
+        s(out),
+        "--checkpoint-every",
+        "0",
+    ]
+}
+
+#[test]
+fn overfits_two_images_from_scratch_and_detect_finds_their_faces() {
+    let dir = temp("overfit");
+    let (images, labels, truth) = small_dataset(&dir);
+    let out = dir.join("run");
+    run(&train_args(&images, &labels, &out, "150"));
+
+    let l = losses(&out.join("metrics.jsonl"));
+    assert_eq!(l.len(), 150, "one optimiser step per epoch");
+    let first = l[0];
+    let last = l[l.len() - 5..].iter().sum::<f64>() / 5.0;
+    println!("loss {first:.3} → {last:.3}");
+    assert!(last <= 0.1 * first, "loss fell only from {first} to {last}");
+
+    let model = out.join("final.safetensors");
+    let json = dir.join("dets.json");
+    run(&[
+        "detect",
+        s(&images),
+        "--model",
+        s(&model),
+        "--json",
+        s(&json),
+    ]);
+    let dets: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let (mut found, mut total) = (0, 0);
+    for (name, faces) in IMAGES.iter().zip(&truth) {
+        let png = name.replace(".jpg", ".png");
+        let rec = dets
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["image"].as_str().unwrap().ends_with(&png))
+            .unwrap();
+        let boxes: Vec<[f32; 4]> = rec["faces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| serde_json::from_value(f["box"].clone()).unwrap())
+            .collect();
+        for t in faces {
+            total += 1;
+            if boxes.iter().any(|b| iou(*b, *t) > 0.5) {
+                found += 1;
+            }
+        }
+    }
+    println!("found {found} of {total} annotated faces");
+    assert!(2 * found >= total, "found {found} of {total}");
+}
+
+#[test]
+fn a_resumed_run_continues_exactly_where_it_stopped() {
+    let dir = temp("resume");
+    let (images, labels, _) = small_dataset(&dir);
+    let common = |out: &Path| -> Vec<String> {
+        [
+            "train",
+            "--data",
+            s(&images),
+            "--labels",
+            s(&labels),
+            "--epochs",
+            "3",
+            "--image-size",
+            "128",
+            "--batch",
+            "1",
+            "--lr",
+            "0.005",
+            "--seed",
+            "9",
+            "--checkpoint-every",
+            "2",
+            "--out",
+            s(out),
+        ]
+        .iter()
+        .map(|a| a.to_string())
+        .collect()
+    };
+    // Straight through: 2 images, batch 1, 3 epochs = 6 steps (with augmentation).
+    let straight = dir.join("straight");
+    run(&as_strs(&common(&straight)));
+    // Stopped after 3 steps, then resumed.
+    let split = dir.join("split");
+    let mut first = common(&split);
+    first.extend(["--max-steps".into(), "3".into()]);
+    run(&as_strs(&first));
+    assert!(!split.join("final.safetensors").exists());
+    run(&["train", "--resume", "--out", s(&split)]);
+
+    let (a, b) = (
+        losses(&straight.join("metrics.jsonl")),
+        losses(&split.join("metrics.jsonl")),
+    );
+    assert_eq!(a.len(), 6);
+    assert_eq!(b.len(), 6);
+    for (x, y) in a.iter().zip(&b) {
+        assert!(
+            (x - y).abs() <= 1e-5 * x.abs().max(1.0),
+            "losses differ: {a:?} vs {b:?}"
+        );
+    }
+    let wa = retinaface::weights::read_file(&straight.join("final.safetensors")).unwrap();
+    let wb = retinaface::weights::read_file(&split.join("final.safetensors")).unwrap();
+    assert_eq!(wa.len(), wb.len());
+    // The heads have no BatchNorm: their weights are the trained parameters themselves.
+    // (Folded layers also carry BatchNorm's running statistics, which a resumed run does not
+    // yet restore exactly; docs/training.md lists it as open.)
+    for (name, t) in wa.iter().filter(|(n, _)| n.contains("Head")) {
+        let u = &wb[name];
+        let d = t
+            .data
+            .iter()
+            .zip(&u.data)
+            .fold(0.0f32, |m, (x, y)| m.max((x - y).abs()));
+        assert!(d <= 1e-5, "{name} differs by {d}");
+    }
+}
+
+fn as_strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(|a| a.as_str()).collect()
+}
