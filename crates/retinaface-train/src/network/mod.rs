@@ -3,13 +3,17 @@
 //! the detector's safetensors.
 
 mod backbone;
+mod calibrate;
 mod export;
 mod layers;
 mod neck;
 
 pub use backbone::{MobileNet, ResNet};
+pub use calibrate::{calibrate_batch_norm, calibrated_tensors};
 pub use export::{export_folded, export_unfolded};
-pub use layers::{tensor, BnMode, ConvBn, LayerBuilder, BN_EPS};
+pub use layers::{
+    record_batch_norm_inputs, tensor, BnMode, ChannelStats, ConvBn, LayerBuilder, BN_EPS,
+};
 pub use neck::{upsample_nearest, Fpn, Ssh};
 
 use burn::module::Module;

@@ -1,0 +1,86 @@
+//! BatchNorm statistics for a network that came from folded weights (ONNX, the detector's
+//! safetensors), so that its BatchNorm can train as the port trains it.
+//!
+//! Why: a folded file has no statistics, so its BatchNorm starts as an identity. Trained with
+//! frozen statistics the network diverges within two steps at the port's learning rate (loss
+//! 4.5 → 25 → 53 → 2·10³ → 10¹⁷ at lr 1e-3, measured on the 581 training images), while the
+//! port's own checkpoint, BatchNorm training, stays stable at that rate. Training BatchNorm
+//! with identity statistics instead changes the function (batch statistics are not the
+//! identity's). Calibrating gives every BatchNorm the statistics of real data and folds its
+//! old affine map into γ and β: with running statistics the function is unchanged exactly,
+//! and in training the batch statistics are close to the calibrated ones.
+
+use super::layers::{record_batch_norm_inputs, ChannelStats, BN_EPS};
+use super::{export_unfolded, LayerBuilder, Model};
+use burn::tensor::Tensor;
+use retinaface::weights::{NamedTensors, WeightsError};
+
+/// The unfolded tensors of `model` with each BatchNorm recomputed from its input's statistics
+/// on `images` (`[B, 3, H, W]`, BGR minus the mean), the network's function kept.
+pub fn calibrated_tensors(model: &Model, images: Tensor<4>) -> Result<NamedTensors, WeightsError> {
+    let stats = record_batch_norm_inputs(|| {
+        let _ = model.net.forward(images);
+    });
+    let mut tensors = export_unfolded(model)?;
+    for (spec, layer) in model.specs.iter().zip(model.net.layers()) {
+        let Some(bn) = &spec.bn else { continue };
+        let found = stats.get(&layer.conv.weight.id).ok_or_else(|| {
+            WeightsError::Mismatch(format!("no statistics recorded for `{bn}`"))
+        })?;
+        recompute(&mut tensors, bn, found)?;
+    }
+    Ok(tensors)
+}
+
+/// A network like `model` whose BatchNorm carries calibrated statistics and trains.
+pub fn calibrate_batch_norm(model: &Model, images: Tensor<4>) -> Result<Model, WeightsError> {
+    let device = images.device();
+    let tensors = calibrated_tensors(model, images)?;
+    let b = LayerBuilder::from_tensors(&device, &tensors);
+    Model::build(&model.config, b)
+}
+
+/// The layer computes `a·z + c` with `a = γ₀/√(σ₀² + ε)` and `c = β₀ − a·μ₀`. With the new
+/// statistics `(μ, σ²)`, `γ = a·√(σ² + ε)` and `β = c + a·μ` give the same map.
+fn recompute(tensors: &mut NamedTensors, bn: &str, stats: &ChannelStats) -> Result<(), WeightsError> {
+    let get = |t: &NamedTensors, p: &str| {
+        t.get(&format!("{bn}.{p}"))
+            .map(|t| t.data.clone())
+            .ok_or_else(|| WeightsError::Missing {
+                name: format!("{bn}.{p}"),
+                expected: vec![stats.mean.len()],
+            })
+    };
+    let (g0, b0, m0, v0) = (
+        get(tensors, "weight")?,
+        get(tensors, "bias")?,
+        get(tensors, "running_mean")?,
+        get(tensors, "running_var")?,
+    );
+    let c = g0.len();
+    if stats.mean.len() != c || stats.var.len() != c {
+        return Err(WeightsError::Mismatch(format!(
+            "`{bn}`: {} statistics for {c} channels",
+            stats.mean.len()
+        )));
+    }
+    let eps = BN_EPS as f32;
+    let mut gamma = vec![0.0; c];
+    let mut beta = vec![0.0; c];
+    for o in 0..c {
+        let a = g0[o] / (v0[o] + eps).sqrt();
+        let shift = b0[o] - a * m0[o];
+        gamma[o] = a * (stats.var[o] + eps).sqrt();
+        beta[o] = shift + a * stats.mean[o];
+    }
+    let mut set = |p: &str, data: Vec<f32>| {
+        if let Some(t) = tensors.get_mut(&format!("{bn}.{p}")) {
+            t.data = data;
+        }
+    };
+    set("weight", gamma);
+    set("bias", beta);
+    set("running_mean", stats.mean.clone());
+    set("running_var", stats.var.clone());
+    Ok(())
+}
