@@ -180,9 +180,8 @@ impl Trainer {
         } else {
             BatchNormSetting::Frozen
         };
-        // The unfolded copy carries BatchNorm's running statistics, which the framework's
-        // record does not restore; the record then restores the parameters and their ids
-        // (the optimiser's state is keyed by them).
+        // Built from the unfolded copy (tensors and BatchNorm statistics); the record then
+        // restores the parameters with their ids, which the optimiser's state is keyed by.
         let unfolded = retinaface::weights::read_file(&dir.join("model.safetensors"))
             .map_err(|e| bad(format!("model.safetensors: {e}")))?;
         let b = LayerBuilder::from_tensors(&device, &unfolded);
@@ -359,6 +358,7 @@ impl Trainer {
             path: dir.clone(),
             reason,
         };
+        self.model.net.sync_running_stats();
         self.model
             .net
             .clone()

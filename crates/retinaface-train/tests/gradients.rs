@@ -40,6 +40,8 @@ impl Case {
 }
 
 /// `Σ r · conv(x)` differentiated by hand: returns `(dx, dw, db)`.
+// Index loops: they spell out the convolution's formula.
+#[allow(clippy::needless_range_loop)]
 fn by_hand(c: &Case, x: &[f32], w: &[f32], r: &[f32]) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let (oh, ow) = (c.out(c.h), c.out(c.w));
     let cin_g = c.cin / c.groups;
@@ -80,7 +82,10 @@ fn by_hand(c: &Case, x: &[f32], w: &[f32], r: &[f32]) -> (Vec<f32>, Vec<f32>, Ve
 
 fn assert_close(what: &str, ours: &[f32], reference: &[f32]) {
     assert_eq!(ours.len(), reference.len(), "{what}: lengths");
-    let scale = reference.iter().fold(0.0f32, |m, v| m.max(v.abs())).max(1e-6);
+    let scale = reference
+        .iter()
+        .fold(0.0f32, |m, v| m.max(v.abs()))
+        .max(1e-6);
     let diff = ours
         .iter()
         .zip(reference)
@@ -136,7 +141,11 @@ fn check(c: &Case, frozen_bn: bool) {
     );
     let got = |t: Option<Tensor<4>>| t.map(host).unwrap_or_default();
     assert_close(&format!("{label} dx"), &got(xt.grad(&grads)), &dx);
-    assert_close(&format!("{label} dw"), &got(conv.weight.val().grad(&grads)), &dw);
+    assert_close(
+        &format!("{label} dw"),
+        &got(conv.weight.val().grad(&grads)),
+        &dw,
+    );
     let bias_grad = conv
         .bias
         .as_ref()

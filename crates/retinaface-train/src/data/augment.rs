@@ -105,10 +105,7 @@ fn random_crop(
                 ],
                 landmarks: f.landmarks.map(|p| p.map(|[x, y]| [x - r[0], y - r[1]])),
             })
-            .filter(|f| {
-                let k = size as f32 / side as f32;
-                (f.bbox[2] - f.bbox[0]).min(f.bbox[3] - f.bbox[1]) * k >= config.min_face
-            })
+            .filter(|f| big_enough(f, size as f32 / side as f32, config))
             .collect();
         if kept.is_empty() {
             continue;
@@ -116,6 +113,11 @@ fn random_crop(
         return Some((roi, kept));
     }
     None
+}
+
+/// Whether a face's short side, scaled by `k` to the training size, reaches `min_face`.
+fn big_enough(f: &Face, k: f32, config: &AugmentConfig) -> bool {
+    (f.bbox[2] - f.bbox[0]).min(f.bbox[3] - f.bbox[1]) * k >= config.min_face
 }
 
 /// Mirror faces in an image of width `w`: boxes and points reflected, left/right eye and left/
@@ -229,10 +231,7 @@ pub fn augment(
             let kept: Vec<Face> = faces
                 .iter()
                 .copied()
-                .filter(|f| {
-                    let k = size as f32 / side as f32;
-                    (f.bbox[2] - f.bbox[0]).min(f.bbox[3] - f.bbox[1]) * k >= config.min_face
-                })
+                .filter(|f| big_enough(f, size as f32 / side as f32, config))
                 .collect();
             (sq, kept)
         }

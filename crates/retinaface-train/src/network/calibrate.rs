@@ -13,6 +13,7 @@
 use super::layers::{record_batch_norm_inputs, ChannelStats, BN_EPS};
 use super::{export_unfolded, LayerBuilder, Model};
 use burn::tensor::Tensor;
+use retinaface::model::ConvSpec;
 use retinaface::weights::{NamedTensors, WeightsError};
 
 /// The unfolded tensors of `model` with each BatchNorm recomputed from its input's statistics
@@ -24,10 +25,10 @@ pub fn calibrated_tensors(model: &Model, images: Tensor<4>) -> Result<NamedTenso
     let mut tensors = export_unfolded(model)?;
     for (spec, layer) in model.specs.iter().zip(model.net.layers()) {
         let Some(bn) = &spec.bn else { continue };
-        let found = stats.get(&layer.conv.weight.id).ok_or_else(|| {
-            WeightsError::Mismatch(format!("no statistics recorded for `{bn}`"))
-        })?;
-        recompute(&mut tensors, bn, found)?;
+        let found = stats
+            .get(&layer.conv.weight.id)
+            .ok_or_else(|| WeightsError::Mismatch(format!("no statistics recorded for `{bn}`")))?;
+        recompute(&mut tensors, spec, bn, found)?;
     }
     Ok(tensors)
 }
@@ -40,9 +41,21 @@ pub fn calibrate_batch_norm(model: &Model, images: Tensor<4>) -> Result<Model, W
     Model::build(&model.config, b)
 }
 
-/// The layer computes `a·z + c` with `a = γ₀/√(σ₀² + ε)` and `c = β₀ − a·μ₀`. With the new
-/// statistics `(μ, σ²)`, `γ = a·√(σ² + ε)` and `β = c + a·μ` give the same map.
-fn recompute(tensors: &mut NamedTensors, bn: &str, stats: &ChannelStats) -> Result<(), WeightsError> {
+/// The layer computes `a·z + c` with `z = w·x`, `a = γ₀/√(σ₀² + ε)` and `c = β₀ − a·μ₀`.
+/// Each output channel's weights are divided by `k` so that their spread is that of PyTorch's
+/// initialisation; `z̃ = z/k` then has the statistics `μ̃ = μ/k`, `σ̃² = σ²/k²`, and
+/// `γ = a·k·√(σ̃² + ε)`, `β = c + a·μ` give the same map.
+///
+/// The rescaling matters as much as the statistics. Folding shrinks a layer whose output
+/// varies a lot to tiny weights: the pretrained stem, which sees pixels, has |w| = 0.016 and
+/// a gradient of norm 1.1·10³ on a batch, so one SGD step at lr 1e-4 wipes it out, while the
+/// same step on weights of the usual spread is a small one.
+fn recompute(
+    tensors: &mut NamedTensors,
+    spec: &ConvSpec,
+    bn: &str,
+    stats: &ChannelStats,
+) -> Result<(), WeightsError> {
     let get = |t: &NamedTensors, p: &str| {
         t.get(&format!("{bn}.{p}"))
             .map(|t| t.data.clone())
@@ -64,13 +77,32 @@ fn recompute(tensors: &mut NamedTensors, bn: &str, stats: &ChannelStats) -> Resu
             stats.mean.len()
         )));
     }
+    let wname = format!("{}.weight", spec.name);
+    let weight = tensors
+        .get_mut(&wname)
+        .ok_or_else(|| WeightsError::Missing {
+            name: wname.clone(),
+            expected: spec.weight_shape(),
+        })?;
+    let fan_in = weight.data.len() / c;
+    let target = 1.0 / (3.0 * fan_in as f32).sqrt();
     let eps = BN_EPS as f32;
-    let mut gamma = vec![0.0; c];
-    let mut beta = vec![0.0; c];
+    let (mut gamma, mut beta) = (vec![0.0; c], vec![0.0; c]);
+    let (mut mean, mut var) = (vec![0.0; c], vec![0.0; c]);
     for o in 0..c {
+        let w = &mut weight.data[o * fan_in..(o + 1) * fan_in];
+        let rms = (w.iter().map(|v| v * v).sum::<f32>() / fan_in as f32).sqrt();
+        let k = if rms > 0.0 && rms.is_finite() {
+            rms / target
+        } else {
+            1.0
+        };
+        w.iter_mut().for_each(|v| *v /= k);
         let a = g0[o] / (v0[o] + eps).sqrt();
         let shift = b0[o] - a * m0[o];
-        gamma[o] = a * (stats.var[o] + eps).sqrt();
+        mean[o] = stats.mean[o] / k;
+        var[o] = stats.var[o] / (k * k);
+        gamma[o] = a * k * (var[o] + eps).sqrt();
         beta[o] = shift + a * stats.mean[o];
     }
     let mut set = |p: &str, data: Vec<f32>| {
@@ -80,7 +112,7 @@ fn recompute(tensors: &mut NamedTensors, bn: &str, stats: &ChannelStats) -> Resu
     };
     set("weight", gamma);
     set("bias", beta);
-    set("running_mean", stats.mean.clone());
-    set("running_var", stats.var.clone());
+    set("running_mean", mean);
+    set("running_var", var);
     Ok(())
 }

@@ -2,7 +2,7 @@
 //! and `--init` read back exactly) or folded (what `retinaface detect` runs, as `convert`
 //! writes it).
 
-use super::layers::{ConvBn, BN_EPS};
+use super::layers::ConvBn;
 use super::Model;
 use burn::tensor::Tensor;
 use retinaface::weights::{NamedTensors, Tensor as HostTensor, WeightsError};
@@ -31,6 +31,7 @@ fn pairs(model: &Model) -> Result<Vec<(&retinaface::model::ConvSpec, &ConvBn)>, 
 
 /// Conv weights and biases and BatchNorm's four tensors under the port's names.
 pub fn export_unfolded(model: &Model) -> Result<NamedTensors, WeightsError> {
+    model.net.sync_running_stats();
     let mut out = NamedTensors::new();
     for (spec, layer) in pairs(model)? {
         let w = host(layer.conv.weight.val())?;
@@ -63,28 +64,11 @@ pub fn export_folded(model: &Model) -> Result<NamedTensors, WeightsError> {
     let unfolded = export_unfolded(model)?;
     let mut out = NamedTensors::new();
     for spec in &model.specs {
-        let get = |n: &str| unfolded.get(n).map(|t| t.data.clone());
-        let wname = format!("{}.weight", spec.name);
-        let mut w = get(&wname).unwrap_or_default();
-        let mut b = get(&format!("{}.bias", spec.name)).unwrap_or_else(|| vec![0.0; spec.cout]);
-        if let Some(bn) = &spec.bn {
-            let stat = |p: &str| get(&format!("{bn}.{p}")).unwrap_or_default();
-            let (g, beta, mean, var) = (
-                stat("weight"),
-                stat("bias"),
-                stat("running_mean"),
-                stat("running_var"),
-            );
-            let per = w.len() / spec.cout;
-            for o in 0..spec.cout {
-                let scale = g[o] / (var[o] + BN_EPS as f32).sqrt();
-                w[o * per..(o + 1) * per]
-                    .iter_mut()
-                    .for_each(|v| *v *= scale);
-                b[o] = (b[o] - mean[o]) * scale + beta[o];
-            }
-        }
-        out.insert(wname, HostTensor::new(spec.weight_shape(), w));
+        let (w, b) = retinaface::model::folded(&unfolded, spec)?;
+        out.insert(
+            format!("{}.weight", spec.name),
+            HostTensor::new(spec.weight_shape(), w),
+        );
         out.insert(
             format!("{}.bias", spec.name),
             HostTensor::new(vec![spec.cout], b),

@@ -9,11 +9,11 @@ use burn::tensor::activation::{leaky_relu, relu};
 use burn::tensor::{Device, Tensor, TensorData};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use std::cell::RefCell;
-use std::collections::HashMap;
 use retinaface::engine::Activation;
 use retinaface::model::ConvSpec;
 use retinaface::weights::{NamedTensors, WeightsError};
+use std::cell::RefCell;
+use std::collections::HashMap;
 
 /// BatchNorm's epsilon (PyTorch's default, the one the detector folds with).
 pub const BN_EPS: f64 = 1e-5;
@@ -278,7 +278,12 @@ impl<'a> LayerBuilder<'a> {
 /// statistics of real data so that it can train.
 fn unfold(bias: Vec<f32>) -> [Vec<f32>; 4] {
     let c = bias.len();
-    [vec![1.0; c], bias, vec![0.0; c], vec![1.0 - BN_EPS as f32; c]]
+    [
+        vec![1.0; c],
+        bias,
+        vec![0.0; c],
+        vec![1.0 - BN_EPS as f32; c],
+    ]
 }
 
 /// A float tensor of any rank up to 4 from host data.
@@ -287,16 +292,5 @@ pub fn tensor<const D: usize>(data: Vec<f32>, shape: Vec<usize>, device: &Device
 }
 
 fn take(tensors: &NamedTensors, name: &str, shape: &[usize]) -> Result<Vec<f32>, WeightsError> {
-    let t = tensors.get(name).ok_or_else(|| WeightsError::Missing {
-        name: name.to_owned(),
-        expected: shape.to_vec(),
-    })?;
-    if t.shape != shape {
-        return Err(WeightsError::Shape {
-            name: name.to_owned(),
-            expected: shape.to_vec(),
-            found: t.shape.clone(),
-        });
-    }
-    Ok(t.data.clone())
+    retinaface::model::take(tensors, name, shape).map(|t| t.data.clone())
 }

@@ -127,6 +127,18 @@ impl Model {
 }
 
 impl RetinaFaceNet {
+    /// Brings every BatchNorm's running statistics up to date. The framework keeps a layer's
+    /// latest update pending until its next forward, and what a record or an export reads
+    /// is the value before it: without this, checkpoints and exports lag one step behind.
+    pub fn sync_running_stats(&self) {
+        for layer in self.layers() {
+            if let Some(bn) = &layer.bn {
+                bn.running_mean.value_sync();
+                bn.running_var.value_sync();
+            }
+        }
+    }
+
     /// `[B, 3, H, W]` BGR minus the mean → head outputs over all anchors.
     pub fn forward(&self, x: Tensor<4>) -> HeadOutput {
         let c = match (&self.mobilenet, &self.resnet) {

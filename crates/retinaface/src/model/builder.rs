@@ -140,7 +140,8 @@ fn missing(name: &str, shape: &[usize]) -> WeightsError {
     }
 }
 
-fn take<'t>(
+/// The tensor `name` of `tensors`, checked to have `shape` and only finite values.
+pub fn take<'t>(
     tensors: &'t NamedTensors,
     name: &str,
     shape: &[usize],
@@ -159,6 +160,15 @@ fn take<'t>(
         )));
     }
     Ok(t)
+}
+
+/// The folded weight (OIHW) and bias of `spec` in `tensors`, whether they carry BatchNorm
+/// separately (the port's checkpoints) or folded (ONNX, our safetensors).
+pub fn folded(
+    tensors: &NamedTensors,
+    spec: &ConvSpec,
+) -> Result<(Vec<f32>, Vec<f32>), WeightsError> {
+    Builder::new(Some(tensors)).load(spec)
 }
 
 /// `w' = w·γ/√(σ²+ε)`, `b' = (b − μ)·γ/√(σ²+ε) + β`.

@@ -7,7 +7,7 @@ mod mobilenet;
 mod neck;
 mod resnet;
 
-pub use builder::ConvSpec;
+pub use builder::{folded, take, ConvSpec};
 
 use crate::config::{Backbone, ModelConfig};
 use crate::engine::{Conv2d, Feature};
