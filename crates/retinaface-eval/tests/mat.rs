@@ -1,13 +1,31 @@
-//! The MAT reader on files written by scipy (tests/fixtures/README.md) and on the official
-//! WIDER files.
+//! The MAT reader on files written by scipy (tests/fixtures/write_scipy_mat.py, run here; the
+//! CI script installs numpy and scipy) and on the official WIDER files.
 
 mod common;
 
 use common::{fixture, gt_dir};
 use retinaface_eval::mat::{MatClass, MatData, MatFile};
+use std::path::{Path, PathBuf};
 
-fn check(file: &str) {
-    let m = MatFile::open(&fixture(file)).expect(file);
+/// Writes the scipy files into a fresh folder with `$PYTHON` (default `python3`).
+fn scipy_files() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("retinaface-mat-{}", std::process::id()));
+    let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
+    let out = std::process::Command::new(&python)
+        .arg(fixture("write_scipy_mat.py"))
+        .arg(&dir)
+        .output()
+        .unwrap_or_else(|e| panic!("running {python}: {e}"));
+    assert!(
+        out.status.success(),
+        "write_scipy_mat.py failed (needs numpy and scipy): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    dir
+}
+
+fn check(dir: &Path, file: &str) {
+    let m = MatFile::open(&dir.join(file)).expect(file);
     assert!(m.header.starts_with("MATLAB 5.0 MAT-file"), "{}", m.header);
     let v = |n: &str| m.get(n).unwrap_or_else(|| panic!("{file}: no {n}"));
 
@@ -60,11 +78,13 @@ fn check(file: &str) {
 
 #[test]
 fn reads_scipy_files_compressed_and_not() {
-    check("scipy_types.mat");
-    check("scipy_types_uncompressed.mat");
-    let a = MatFile::open(&fixture("scipy_types.mat")).unwrap();
-    let b = MatFile::open(&fixture("scipy_types_uncompressed.mat")).unwrap();
+    let dir = scipy_files();
+    check(&dir, "scipy_types.mat");
+    check(&dir, "scipy_types_uncompressed.mat");
+    let a = MatFile::open(&dir.join("scipy_types.mat")).unwrap();
+    let b = MatFile::open(&dir.join("scipy_types_uncompressed.mat")).unwrap();
     assert_eq!(a.variables, b.variables);
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
