@@ -2,19 +2,14 @@
 //! and `--init` read back exactly) or folded (what `retinaface detect` runs, as `convert`
 //! writes it).
 
-use super::layers::ConvBn;
+use super::layers::{values, ConvBn};
 use super::Model;
 use burn::tensor::Tensor;
 use retinaface::weights::{NamedTensors, Tensor as HostTensor, WeightsError};
 
 fn host<const D: usize>(t: Tensor<D>) -> Result<HostTensor, WeightsError> {
     let shape = t.dims().to_vec();
-    let data = t
-        .into_data()
-        .convert::<f32>()
-        .try_to_vec::<f32>()
-        .map_err(|e| WeightsError::Mismatch(format!("reading a tensor back: {e:?}")))?;
-    Ok(HostTensor::new(shape, data))
+    Ok(HostTensor::new(shape, values(t)?))
 }
 
 fn pairs(model: &Model) -> Result<Vec<(&retinaface::model::ConvSpec, &ConvBn)>, WeightsError> {

@@ -72,17 +72,12 @@ impl ConvBn {
             let flat = y.clone().detach().swap_dims(0, 1).reshape([c, n * h * w]);
             let mean = flat.clone().mean_dim(1);
             let var = (flat - mean.clone()).powi_scalar(2).mean_dim(1);
-            let host = |t: Tensor<2>| {
-                t.into_data()
-                    .convert::<f32>()
-                    .try_to_vec::<f32>()
-                    .unwrap_or_default()
-            };
+            // An unreadable tensor leaves the statistics empty; calibration then names the layer.
             found.insert(
                 self.conv.weight.id,
                 ChannelStats {
-                    mean: host(mean),
-                    var: host(var),
+                    mean: values(mean).unwrap_or_default(),
+                    var: values(var).unwrap_or_default(),
                 },
             );
         });
@@ -289,6 +284,14 @@ fn unfold(bias: Vec<f32>) -> [Vec<f32>; 4] {
 /// A float tensor of any rank up to 4 from host data.
 pub fn tensor<const D: usize>(data: Vec<f32>, shape: Vec<usize>, device: &Device) -> Tensor<D> {
     Tensor::from_data(TensorData::new(data, shape), device)
+}
+
+/// A tensor's values read back to the host as `f32`.
+pub(crate) fn values<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>, WeightsError> {
+    t.into_data()
+        .convert::<f32>()
+        .try_to_vec::<f32>()
+        .map_err(|e| WeightsError::Mismatch(format!("reading a tensor back: {e:?}")))
 }
 
 fn take(tensors: &NamedTensors, name: &str, shape: &[usize]) -> Result<Vec<f32>, WeightsError> {
