@@ -73,7 +73,7 @@ pub fn draw(img: &RgbImage, faces: &[Face]) -> RgbImage {
             [0, 255, 0],
             [255, 128, 0],
         ];
-        for (p, c) in f.landmarks.iter().zip(COLOURS) {
+        for (p, c) in f.landmarks.iter().flatten().zip(COLOURS) {
             dot(
                 &mut out,
                 p[0].round() as i64,

@@ -5,7 +5,7 @@ use crate::data::AugmentConfig;
 use crate::loss::LossConfig;
 use crate::matching::MatchConfig;
 use crate::TrainError;
-use retinaface::config::{AnchorConfig, Backbone, ModelConfig};
+use retinaface::config::{AnchorConfig, Backbone, Family, ModelConfig};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -20,16 +20,29 @@ pub enum Pyramid {
     Port,
     /// P2–P6, steps 4…64, three sizes per level (16 to 406 px).
     Paper,
+    /// DF²S²'s six levels, steps 4…128, one size of 4× the step, ratios 1 and 1.5.
+    Df2s2,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelSection {
+    /// `retinaface` (default) or `df2s2`.
+    #[serde(default)]
+    pub family: Family,
     pub backbone: Backbone,
-    pub pyramid: Pyramid,
+    /// The family's own when absent (`port` for RetinaFace, `df2s2` for DF²S²).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pyramid: Option<Pyramid>,
     /// FPN/SSH/head width; the backbone's usual one (64 or 256) when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fpn_channels: Option<usize>,
+    /// Deformable 3×3 convolutions in the FPN merges and the context modules.
+    #[serde(default)]
+    pub deformable: bool,
+    /// One set of heads shared by every level.
+    #[serde(default)]
+    pub shared_heads: bool,
 }
 
 impl ModelSection {
@@ -37,15 +50,26 @@ impl ModelSection {
     pub fn model_config(&self) -> ModelConfig {
         let mut c = match self.backbone {
             Backbone::MobileNet025 => ModelConfig::mobilenet025(),
-            Backbone::ResNet50 => ModelConfig::resnet50(),
+            other => ModelConfig {
+                backbone: other,
+                ..ModelConfig::resnet50()
+            },
         };
+        c.family = self.family;
         if let Some(ch) = self.fpn_channels {
             c.fpn_channels = ch;
         }
-        c.anchors = match self.pyramid {
+        let pyramid = self.pyramid.unwrap_or(match self.family {
+            Family::RetinaFace => Pyramid::Port,
+            Family::Df2s2 => Pyramid::Df2s2,
+        });
+        c.anchors = match pyramid {
             Pyramid::Port => AnchorConfig::port(),
             Pyramid::Paper => AnchorConfig::paper(),
+            Pyramid::Df2s2 => AnchorConfig::df2s2(),
         };
+        c.deformable = self.deformable;
+        c.shared_heads = self.shared_heads;
         c
     }
 }
@@ -257,6 +281,22 @@ mod tests {
         assert!((paper.learning_rate(10.0) - 1e-2).abs() < 1e-12);
         assert!((paper.learning_rate(55.0) - 1e-3).abs() < 1e-12);
         assert!((paper.learning_rate(70.0) - 1e-4).abs() < 1e-12);
+
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs");
+        for (file, want) in [
+            (
+                "mobilenet0.25-paper.toml",
+                ModelConfig::mobilenet025_paper(),
+            ),
+            ("df2s2-resnet50.toml", ModelConfig::df2s2_resnet50()),
+            (
+                "df2s2-mobilenet0.25.toml",
+                ModelConfig::df2s2_mobilenet025(),
+            ),
+        ] {
+            let c = TrainConfig::load(&dir.join(file)).unwrap_or_else(|e| panic!("{file}: {e}"));
+            assert_eq!(c.model.model_config(), want, "{file}");
+        }
     }
 
     #[test]

@@ -4,7 +4,7 @@
 
 use crate::matching::Targets;
 use crate::network::{tensor, HeadOutput};
-use burn::tensor::activation::log_softmax;
+use burn::tensor::activation::{log_sigmoid, log_softmax};
 use burn::tensor::Tensor;
 use serde::{Deserialize, Serialize};
 
@@ -79,9 +79,21 @@ fn smooth_l1<const D: usize>(x: Tensor<D>) -> Tensor<D> {
 pub fn multibox_loss(out: &HeadOutput, targets: &[Targets], config: &LossConfig) -> Loss {
     let [b, n, _] = out.class.dims();
     let device = out.class.device();
-    let logp = log_softmax(out.class.clone(), 2);
-    let lp_bg: Tensor<2> = logp.clone().narrow(2, 0, 1).reshape([b, n]);
-    let lp_face: Tensor<2> = logp.narrow(2, 1, 1).reshape([b, n]);
+    // Softmax heads: log p from two logits; sigmoid heads (DF²S²): log σ(±z) of one. (DF²S²'s
+    // focal loss replaces this cross-entropy in its own recipe.)
+    let (lp_bg, lp_face): (Tensor<2>, Tensor<2>) = match out.class.dims()[2] {
+        1 => {
+            let z: Tensor<2> = out.class.clone().reshape([b, n]);
+            (log_sigmoid(z.clone().neg()), log_sigmoid(z))
+        }
+        _ => {
+            let logp = log_softmax(out.class.clone(), 2);
+            (
+                logp.clone().narrow(2, 0, 1).reshape([b, n]),
+                logp.narrow(2, 1, 1).reshape([b, n]),
+            )
+        }
+    };
 
     let flat =
         |f: &dyn Fn(&Targets) -> Vec<f32>| -> Vec<f32> { targets.iter().flat_map(f).collect() };
@@ -125,7 +137,10 @@ pub fn multibox_loss(out: &HeadOutput, targets: &[Targets], config: &LossConfig)
 
     let lm_mask: Tensor<3> = tensor(flat(&|t| t.landmark_mask.clone()), vec![b, n, 1], &device);
     let lm_t: Tensor<3> = tensor(flat(&|t| t.landmarks.clone()), vec![b, n, 10], &device);
-    let landmarks = (smooth_l1(out.landmarks.clone() - lm_t) * lm_mask).sum() / nl;
+    let landmarks = match &out.landmarks {
+        Some(l) => (smooth_l1(l.clone() - lm_t) * lm_mask).sum() / nl,
+        None => Tensor::zeros([1], &device),
+    };
 
     let scalar = |t: &Tensor<1>| t.clone().detach().into_scalar::<f32>();
     let (c, bx, lm) = (scalar(&class), scalar(&boxes), scalar(&landmarks));
@@ -176,11 +191,12 @@ mod tests {
                 vec![1, 3, 4],
                 &device,
             ),
-            landmarks: tensor(
+            landmarks: Some(tensor(
                 [vec![0.2; 10], vec![9.0; 20]].concat(),
                 vec![1, 3, 10],
                 &device,
-            ),
+            )),
+            segmentation: Vec::new(),
         };
         let t = Targets {
             labels: vec![1, 0, 0],

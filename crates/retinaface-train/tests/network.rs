@@ -19,22 +19,43 @@ fn shared() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared")
 }
 
-/// The engine's outputs in anchor order: `(class, boxes, landmarks)`.
+/// The engine's outputs in anchor order: `(class, boxes, landmarks)` (landmarks empty for a
+/// network without them).
 fn engine_outputs(net: &Network, input: &Feature) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let mut ws = Workspace::default();
     net.forward(input, &mut ws);
     let (mut c, mut b, mut l) = (Vec::new(), Vec::new(), Vec::new());
+    assert_eq!(ws.heads.len(), net.config().levels());
     for (level, head) in ws.heads.iter().enumerate() {
         let layout = net.head_layout(level);
+        assert_eq!(head.c, layout.width(), "level {level} head width");
         for px in head.data.chunks_exact(layout.width()) {
             for a in 0..layout.anchors {
-                c.extend_from_slice(&px[layout.class(a)..layout.class(a) + 2]);
+                c.extend_from_slice(&px[layout.class(a)..layout.class(a) + layout.scores]);
                 b.extend_from_slice(&px[layout.bbox(a)..layout.bbox(a) + 4]);
-                l.extend_from_slice(&px[layout.landmarks(a)..layout.landmarks(a) + 10]);
+                if layout.landmarks {
+                    l.extend_from_slice(&px[layout.landmarks(a)..layout.landmarks(a) + 10]);
+                }
             }
         }
     }
     (c, b, l)
+}
+
+/// The largest |a − b|, NaN or infinite as soon as one value is (`f32::max` would drop NaN).
+fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).fold(0.0f32, |m, (x, y)| {
+        let d = (x - y).abs();
+        if d.is_nan() || m.is_nan() || d > m {
+            if m.is_nan() {
+                m
+            } else {
+                d
+            }
+        } else {
+            m
+        }
+    })
 }
 
 fn host(t: &burn::tensor::Tensor<3>) -> Vec<f32> {
@@ -47,17 +68,20 @@ fn host(t: &burn::tensor::Tensor<3>) -> Vec<f32> {
 
 /// Max |Δ| over max |reference| for each output; asserts ≤ 1e-4.
 fn assert_parity(what: &str, ours: &HeadOutput, engine: (Vec<f32>, Vec<f32>, Vec<f32>)) {
+    let landmarks = ours.landmarks.as_ref().map(host).unwrap_or_default();
+    assert!(!engine.0.is_empty(), "{what}: no outputs");
     for (name, a, b) in [
         ("class", host(&ours.class), engine.0),
         ("boxes", host(&ours.boxes), engine.1),
-        ("landmarks", host(&ours.landmarks), engine.2),
+        ("landmarks", landmarks, engine.2),
     ] {
         assert_eq!(a.len(), b.len(), "{what} {name}: lengths");
+        assert!(
+            a.iter().chain(&b).all(|v| v.is_finite()),
+            "{what} {name}: non-finite outputs"
+        );
         let scale = b.iter().fold(0.0f32, |m, v| m.max(v.abs())).max(1e-6);
-        let diff = a
-            .iter()
-            .zip(&b)
-            .fold(0.0f32, |m, (x, y)| m.max((x - y).abs()));
+        let diff = max_abs_diff(&a, &b);
         println!("{what} {name}: max |Δ| {diff:.3e} of max |ref| {scale:.3}");
         assert!(
             diff / scale <= 1e-4,
@@ -113,10 +137,7 @@ fn mobilenet_matches_the_engine_on_the_pretrained_weights() {
     let again = Network::new(&config, &folded).unwrap_or_else(|e| panic!("{e}"));
     let (c0, ..) = engine_outputs(&engine, &f);
     let (c1, ..) = engine_outputs(&again, &f);
-    let d = c0
-        .iter()
-        .zip(&c1)
-        .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+    let d = max_abs_diff(&c0, &c1);
     assert!(d < 1e-4, "export changed the network by {d}");
 }
 
@@ -166,20 +187,27 @@ fn model_outputs(
     }
 }
 
-/// Random weights with real BatchNorm statistics in the port's ResNet-50 layout.
-fn random_resnet(config: &ModelConfig) -> NamedTensors {
+/// Random weights with real BatchNorm statistics in `config`'s layout; deformable layers get
+/// offsets of a few pixels (a zero offset would hide a sampling bug).
+fn random_weights(config: &ModelConfig) -> NamedTensors {
     let scratch = Model::scratch(config, &Device::flex(), 11).unwrap_or_else(|e| panic!("{e}"));
     let mut t = export_unfolded(&scratch).unwrap_or_else(|e| panic!("{e}"));
     let mut rng = ChaCha8Rng::seed_from_u64(5);
     for (name, v) in t.iter_mut() {
         let n = v.data.len();
-        if name.ends_with("running_var") {
+        if name.contains(".offset.") {
+            // Scratch offsets start at zero; these reach a few pixels, fractions included.
+            *v = HostTensor::new(
+                v.shape.clone(),
+                (0..n).map(|_| rng.random_range(-0.1..0.1)).collect(),
+            );
+        } else if name.ends_with("running_var") {
             *v = HostTensor::new(
                 v.shape.clone(),
                 (0..n).map(|_| rng.random_range(0.5..2.0)).collect(),
             );
         } else if name.ends_with("running_mean")
-            || (name.ends_with(".bias") && !name.contains("Head"))
+            || (name.ends_with(".bias") && !name.contains("Head") && v.shape.len() == 1)
         {
             *v = HostTensor::new(
                 v.shape.clone(),
@@ -199,7 +227,7 @@ fn random_resnet(config: &ModelConfig) -> NamedTensors {
 #[test]
 fn resnet50_matches_the_engine_with_batchnorm_statistics() {
     let config = ModelConfig::resnet50();
-    let tensors = random_resnet(&config);
+    let tensors = random_weights(&config);
     assert!(tensors.contains_key("body.layer4.2.bn3.running_var"));
     let device = Device::flex();
     let model = Model::from_tensors(&config, &tensors, &device).unwrap_or_else(|e| panic!("{e}"));
@@ -257,5 +285,47 @@ fn paper_pyramid_has_five_levels_and_102300_anchors_at_640() {
         out.class.dims(),
         [1, anchors::count(&config.anchors, 128, 160), 2]
     );
-    assert_eq!(out.landmarks.dims()[2], 10);
+    assert_eq!(out.landmarks.map(|l| l.dims()[2]), Some(10));
+}
+
+/// Every family: the burn network and the engine (its op-by-op plan for all but the port's
+/// networks) on the same random weights with BatchNorm statistics, within 1e-4 relative.
+#[test]
+fn every_family_matches_the_engine() {
+    for (name, config) in [
+        ("resnet50-paper", ModelConfig::resnet50_paper()),
+        ("mobilenet0.25-paper", ModelConfig::mobilenet025_paper()),
+        ("df2s2-resnet50", ModelConfig::df2s2_resnet50()),
+        ("df2s2-mobilenet0.25", ModelConfig::df2s2_mobilenet025()),
+    ] {
+        let tensors = random_weights(&config);
+        let device = Device::flex();
+        let model =
+            Model::from_tensors(&config, &tensors, &device).unwrap_or_else(|e| panic!("{e}"));
+        let engine = Network::new(&config, &tensors).unwrap_or_else(|e| panic!("{e}"));
+        assert!(!engine.is_fused(), "{name} runs op by op");
+        let img = photo(161, 129);
+        let (f, t) = both_inputs(&img, config.mean_bgr, &device);
+        let out = model.net.forward(t);
+        assert_eq!(
+            out.class.dims()[1],
+            anchors::count(&config.anchors, 129, 161),
+            "{name}: one prediction per anchor"
+        );
+        let reference = engine_outputs(&engine, &f);
+        assert_parity(name, &out, reference.clone());
+
+        if config.deformable {
+            // The offsets matter: with the offset layers zeroed, the outputs change.
+            let mut zeroed = tensors.clone();
+            for (n, v) in zeroed.iter_mut() {
+                if n.contains(".offset.") {
+                    v.data.iter_mut().for_each(|x| *x = 0.0);
+                }
+            }
+            let plain = Network::new(&config, &zeroed).unwrap_or_else(|e| panic!("{e}"));
+            let d = max_abs_diff(&engine_outputs(&plain, &f).1, &reference.1);
+            assert!(d > 1e-3, "{name}: offsets change the boxes by only {d}");
+        }
+    }
 }

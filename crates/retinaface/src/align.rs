@@ -73,16 +73,18 @@ pub fn estimate_similarity(src: &[[f64; 2]], dst: &[[f64; 2]]) -> Affine {
     ]
 }
 
-/// The transform taking `face`'s landmarks onto the template of a `size` crop.
-pub fn face_transform(face: &Face, size: u32) -> Affine {
-    let src = face.landmarks.map(|[x, y]| [f64::from(x), f64::from(y)]);
-    estimate_similarity(&src, &arcface_template(size))
+/// The transform taking `face`'s landmarks onto the template of a `size` crop; `None` for a
+/// face without landmarks (a network without a landmark head).
+pub fn face_transform(face: &Face, size: u32) -> Option<Affine> {
+    let src = face.landmarks?.map(|[x, y]| [f64::from(x), f64::from(y)]);
+    Some(estimate_similarity(&src, &arcface_template(size)))
 }
 
-/// The aligned `size × size` crop of `face`, with its transform.
-pub fn align_face(img: &RgbImage, face: &Face, size: u32) -> (RgbImage, Affine) {
-    let m = face_transform(face, size);
-    (warp_affine(img, &m, size, size), m)
+/// The aligned `size × size` crop of `face`, with its transform; `None` for a face without
+/// landmarks.
+pub fn align_face(img: &RgbImage, face: &Face, size: u32) -> Option<(RgbImage, Affine)> {
+    let m = face_transform(face, size)?;
+    Some((warp_affine(img, &m, size, size), m))
 }
 
 /// Warp `img` by `m` (source → destination) into a `w × h` image: each destination pixel

@@ -65,7 +65,7 @@ pub struct Detector {
 
 /// Raw network outputs of one pass, for benchmarks and tests.
 pub struct HeadOutputs<'a> {
-    pub levels: &'a [Feature; 3],
+    pub levels: &'a [Feature],
 }
 
 impl Detector {
@@ -80,8 +80,7 @@ impl Detector {
 
     /// Load any supported weights file; the configuration comes from the file.
     pub fn from_file(path: &Path) -> Result<Self, Error> {
-        let tensors = weights::read_file(path)?;
-        let config = ModelConfig::infer(&tensors);
+        let (tensors, config) = weights::read_model_file(path)?;
         Self::new(&config, &tensors).map_err(|e| match e {
             Error::Weights(w) => Error::Weights(weights::WeightsError::InFile {
                 path: path.to_owned(),
@@ -180,44 +179,44 @@ impl Detector {
 fn decode(net: &Network, ws: &Workspace, h: usize, w: usize, o: &DetectOptions) -> Vec<Face> {
     let config = net.config();
     let var = config.variances;
-    // score = softmax(c)[1] = σ(c1 − c0) > t  ⟺  c1 − c0 > logit(t); test the logit first
-    // with a margin, then the exact score, so the fast path never changes a decision.
+    // score = softmax(c)[1] = σ(c1 − c0) > t  ⟺  c1 − c0 > logit(t) (a sigmoid head: c0 >
+    // logit(t)); test the logit first with a margin, then the exact score, so the fast path
+    // never changes a decision.
     let t = o.threshold.clamp(1e-7, 1.0 - 1e-7);
     let logit_t = (t / (1.0 - t)).ln() - 1e-3;
     let mut faces = Vec::new();
-    for (level, (&step, sizes)) in config
-        .anchors
-        .steps
-        .iter()
-        .zip(&config.anchors.sizes)
-        .enumerate()
-    {
+    for (level, &step) in config.anchors.steps.iter().enumerate() {
         let layout = net.head_layout(level);
+        let shapes: Vec<(f32, f32)> = config.anchors.shapes(level).collect();
         let out = &ws.heads[level];
         let width = layout.width();
         for (cell, px) in out.data.chunks_exact(width).enumerate() {
-            for (a, &size) in sizes.iter().enumerate() {
-                let c = &px[layout.class(a)..layout.class(a) + 2];
-                if c[1] - c[0] <= logit_t {
+            for (a, &shape) in shapes.iter().enumerate() {
+                let c = &px[layout.class(a)..layout.class(a) + layout.scores];
+                let (logit, score): (f32, fn(&[f32]) -> f32) = match c {
+                    [c0, c1] => (c1 - c0, |c| softmax2(c[0], c[1])),
+                    _ => (c[0], |c| 1.0 / (1.0 + (-c[0]).exp())),
+                };
+                if logit <= logit_t {
                     continue;
                 }
-                let score = softmax2(c[0], c[1]);
+                let score = score(c);
                 if score <= o.threshold {
                     continue;
                 }
                 let (y, x) = (cell / out.w, cell % out.w);
-                let p = anchors::prior(step, size, y, x, h, w);
+                let p = anchors::prior_wh(step, shape, y, x, h, w);
                 let b = coding::decode_box(&p, &px[layout.bbox(a)..layout.bbox(a) + 4], var);
-                let l = coding::decode_landmarks(
-                    &p,
-                    &px[layout.landmarks(a)..layout.landmarks(a) + 10],
-                    var,
-                );
                 let (wf, hf) = (w as f32, h as f32);
+                let landmarks = layout.landmarks.then(|| {
+                    let at = layout.landmarks(a);
+                    coding::decode_landmarks(&p, &px[at..at + 10], var)
+                        .map(|q| [q[0] * wf, q[1] * hf])
+                });
                 faces.push(Face {
                     bbox: [b[0] * wf, b[1] * hf, b[2] * wf, b[3] * hf],
                     score,
-                    landmarks: l.map(|q| [q[0] * wf, q[1] * hf]),
+                    landmarks,
                 });
             }
         }

@@ -1,7 +1,8 @@
 //! RetinaFace face detection in pure Rust.
 //!
 //! A photo travels: bytes → [`input`] (decode, EXIF orientation, size limits, input tensor)
-//! → [`model`] (the network of one [`ModelConfig`], built from [`engine`] ops) → head outputs
+//! → [`model`] (the network of one [`ModelConfig`], described once in [`arch`] and built
+//! from [`engine`] ops) → head outputs
 //! → [`post`] (priors, decoding, NMS) → [`Face`]s. [`Detector`] ties the steps together.
 //!
 //! ```no_run
@@ -16,6 +17,7 @@
 
 pub mod align;
 pub mod anonymize;
+pub mod arch;
 pub mod config;
 pub mod detector;
 pub mod engine;

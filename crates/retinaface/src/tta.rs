@@ -234,7 +234,7 @@ fn unscale(f: Face, k: f64) -> Face {
     Face {
         bbox: f.bbox.map(|v| v / k),
         score: f.score,
-        landmarks: f.landmarks.map(|p| [p[0] / k, p[1] / k]),
+        landmarks: f.landmarks.map(|l| l.map(|p| [p[0] / k, p[1] / k])),
     }
 }
 
@@ -287,14 +287,16 @@ fn weighted_mean(cluster: &[Face]) -> Face {
         for (acc, &v) in b.iter_mut().zip(&f.bbox) {
             *acc += f64::from(v) * s;
         }
-        for (acc, p) in l.iter_mut().zip(&f.landmarks) {
+        for (acc, p) in l.iter_mut().zip(f.landmarks.iter().flatten()) {
             acc[0] += f64::from(p[0]) * s;
             acc[1] += f64::from(p[1]) * s;
         }
     }
+    // A cluster has landmarks when its network predicts them (all of its faces, or none).
+    let has_landmarks = cluster.iter().all(|f| f.landmarks.is_some());
     Face {
         bbox: b.map(|v| (v / sw) as f32),
         score: best,
-        landmarks: l.map(|p| [(p[0] / sw) as f32, (p[1] / sw) as f32]),
+        landmarks: has_landmarks.then(|| l.map(|p| [(p[0] / sw) as f32, (p[1] / sw) as f32])),
     }
 }

@@ -79,13 +79,13 @@ fn face(b: [f32; 4], s: f32, lx: f32) -> Face {
     Face {
         bbox: b,
         score: s,
-        landmarks: [
+        landmarks: Some([
             [lx, 1.0],
             [lx + 1.0, 2.0],
             [lx + 2.0, 3.0],
             [lx + 3.0, 4.0],
             [lx + 4.0, 5.0],
-        ],
+        ]),
     }
 }
 
@@ -115,8 +115,9 @@ fn voting_takes_the_weighted_mean_and_the_best_score() {
     }
     for k in 0..5 {
         for j in 0..2 {
-            let want = mean([a.landmarks[k][j], b.landmarks[k][j], c.landmarks[k][j]]);
-            assert!((v.landmarks[k][j] - want).abs() < 1e-4);
+            let l = |f: &Face| f.landmarks.expect("landmarks")[k][j];
+            let want = mean([l(&a), l(&b), l(&c)]);
+            assert!((l(&v) - want).abs() < 1e-4);
         }
     }
     // IoU exactly at the threshold joins the cluster (≥), just below does not.
@@ -132,13 +133,13 @@ fn flip_mirrors_boxes_and_landmarks_with_swap() {
     let f = Face {
         bbox: [10.0, 20.0, 30.0, 45.0],
         score: 0.8,
-        landmarks: [
+        landmarks: Some([
             [14.0, 25.0],
             [26.0, 25.5],
             [20.0, 32.0],
             [15.0, 40.0],
             [25.0, 41.0],
-        ],
+        ]),
     };
     let m = f.flip_horizontal(100.0);
     // The reference's convention: x' = w − 1 − x, x1 and x2 exchanged.
@@ -146,13 +147,13 @@ fn flip_mirrors_boxes_and_landmarks_with_swap() {
     // Left and right eye, left and right mouth corner swap; the nose stays.
     assert_eq!(
         m.landmarks,
-        [
+        Some([
             [73.0, 25.5],
             [85.0, 25.0],
             [79.0, 32.0],
             [74.0, 41.0],
             [84.0, 40.0]
-        ]
+        ])
     );
     assert_eq!(m.flip_horizontal(100.0), f);
 }
@@ -191,8 +192,12 @@ fn flipped_pass_finds_the_same_faces_mirrored_back() {
             .unwrap();
         assert!(retinaface::post::nms::iou_plus1(&p.bbox, &q.bbox) > 0.8);
         // The left eye of the mirrored-back face is the left eye (same side of the nose).
-        assert!((q.landmarks[0][0] - p.landmarks[0][0]).abs() < 0.1 * p.width().max(4.0));
-        assert!(q.landmarks[0][0] < q.landmarks[1][0]);
+        let (ql, pl) = (
+            q.landmarks.expect("landmarks"),
+            p.landmarks.expect("landmarks"),
+        );
+        assert!((ql[0][0] - pl[0][0]).abs() < 0.1 * p.width().max(4.0));
+        assert!(ql[0][0] < ql[1][0]);
     }
 }
 

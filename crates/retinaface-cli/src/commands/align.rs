@@ -41,6 +41,12 @@ pub fn run(a: Args) -> Result<ExitCode> {
     };
     options.validate()?;
     let detector = a.model.load_with_threads(a.model.threads())?;
+    if !detector.config().has_landmarks() {
+        anyhow::bail!(
+            "alignment needs landmarks, and this model ({}) predicts none",
+            detector.config().summary()
+        );
+    }
     std::fs::create_dir_all(&a.out)
         .with_context(|| format!("cannot create {}", a.out.display()))?;
     let (inputs, mut failures) = files::collect_reported(&a.paths, files::IMAGE_EXTENSIONS);
@@ -90,7 +96,8 @@ fn crops(
         .take(a.max_faces.unwrap_or(usize::MAX))
         .enumerate()
     {
-        let (crop, m) = align::align_face(&img, face, a.size);
+        let (crop, m) = align::align_face(&img, face, a.size)
+            .context("a face without landmarks cannot be aligned")?;
         let path = dir.join(format!("{}_{k}.png", input.stem()));
         crop.save(&path)
             .with_context(|| format!("cannot write {}", path.display()))?;

@@ -109,7 +109,7 @@ impl MaskArgs {
                     f.bbox[3] * sy,
                 ],
                 score: f.score,
-                landmarks: f.landmarks.map(|[x, y]| [x * sx, y * sy]),
+                landmarks: f.landmarks.map(|l| l.map(|[x, y]| [x * sx, y * sy])),
             })
             .collect())
     }

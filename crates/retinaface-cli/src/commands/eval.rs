@@ -278,6 +278,12 @@ fn landmarks(a: LandmarkArgs) -> Result<ExitCode> {
     let protocol = a.detect.protocol()?;
     let threads = a.model.threads();
     let detector = a.model.load_with_threads(threads)?;
+    if !detector.config().has_landmarks() {
+        bail!(
+            "this model ({}) predicts no landmarks",
+            detector.config().summary()
+        );
+    }
     let bar = progress::bar(labels.images.len(), "images");
     let start = Instant::now();
     let mut detections: HashMap<String, Vec<LandmarkDetection>> = HashMap::new();
@@ -297,10 +303,12 @@ fn landmarks(a: LandmarkArgs) -> Result<ExitCode> {
             image.path.clone(),
             faces
                 .into_iter()
-                .map(|f| LandmarkDetection {
-                    bbox: f.bbox,
-                    score: f.score,
-                    landmarks: f.landmarks,
+                .filter_map(|f| {
+                    Some(LandmarkDetection {
+                        bbox: f.bbox,
+                        score: f.score,
+                        landmarks: f.landmarks?,
+                    })
                 })
                 .collect(),
         );

@@ -121,9 +121,8 @@ pub fn run(a: Args) -> Result<ExitCode> {
     let c = &trainer.config;
     let p = trainer.progress();
     eprintln!(
-        "training {:?} ({:?} pyramid) on {} images ({} faces), {}×{} px, batch {}×{}, {} epochs = {} steps; BatchNorm {}; out {}{}",
-        c.model.backbone,
-        c.model.pyramid,
+        "training {} on {} images ({} faces), {}×{} px, batch {}×{}, {} epochs = {} steps; BatchNorm {}; out {}{}",
+        c.model.model_config().summary(),
         trainer.dataset().len(),
         trainer.dataset().face_count(),
         c.data.image_size,

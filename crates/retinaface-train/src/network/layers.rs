@@ -6,11 +6,13 @@ use burn::module::{Module, Param, ParamId};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, PaddingConfig2d};
 use burn::tensor::activation::{leaky_relu, relu};
+use burn::tensor::module::{conv_transpose2d, deform_conv2d};
+use burn::tensor::ops::{ConvTransposeOptions, DeformConvOptions};
 use burn::tensor::{Device, Tensor, TensorData};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use retinaface::arch::{ConvKind, ConvSpec};
 use retinaface::engine::Activation;
-use retinaface::model::ConvSpec;
 use retinaface::weights::{NamedTensors, WeightsError};
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -27,36 +29,77 @@ pub enum BnMode {
     Frozen,
 }
 
-/// Convolution → BatchNorm (optional) → activation.
+/// Convolution (dense, depthwise, deformable or transposed) → BatchNorm (optional) →
+/// activation: one layer of the description.
 #[derive(Module, Debug)]
 pub struct ConvBn {
+    /// The weights (`[cin, cout, k, k]` for a transposed layer, as PyTorch stores them) and
+    /// the bias; a dense or depthwise layer runs through it.
     pub conv: Conv2d,
     pub bn: Option<BatchNorm>,
     /// Negative slope of the LeakyReLU; 0 is ReLU.
     pub slope: f64,
     /// Whether an activation follows at all.
     pub activate: bool,
+    /// A deformable layer (run with [`ConvBn::forward_deformable`]).
+    pub deformable: bool,
+    /// A 2×2 stride-2 transposed layer (run with [`ConvBn::forward_transposed`]).
+    pub transposed: bool,
+    pub stride: usize,
+    pub pad: usize,
 }
 
 impl ConvBn {
+    /// A dense or depthwise layer on `x`.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let y = self.forward_linear(x);
-        match (self.activate, self.slope) {
-            (false, _) => y,
-            (true, 0.0) => relu(y),
-            (true, s) => leaky_relu(y, s),
-        }
+        let y = self.conv.forward(x);
+        self.finish(y)
     }
 
-    /// Like [`ConvBn::forward`] but the activation is left to the caller (SSH branches).
-    pub fn forward_linear(&self, x: Tensor<4>) -> Tensor<4> {
-        let y = self.conv.forward(x);
-        match &self.bn {
+    /// A deformable layer on `x`, sampling at `offsets` (`[B, 2·k², H', W']`, torchvision's
+    /// order).
+    pub fn forward_deformable(&self, x: Tensor<4>, offsets: Tensor<4>) -> Tensor<4> {
+        let s = self.stride;
+        let p = self.pad;
+        let options = DeformConvOptions::new([s, s], [p, p], [1, 1], 1, 1);
+        let y = deform_conv2d(
+            x,
+            offsets,
+            self.conv.weight.val(),
+            None,
+            self.conv.bias.as_ref().map(|b| b.val()),
+            options,
+        );
+        self.finish(y)
+    }
+
+    /// A transposed layer on `x`, its output cropped to `h × w`.
+    pub fn forward_transposed(&self, x: Tensor<4>, h: usize, w: usize) -> Tensor<4> {
+        let options = ConvTransposeOptions::new([2, 2], [0, 0], [0, 0], [1, 1], 1);
+        let y = conv_transpose2d(
+            x,
+            self.conv.weight.val(),
+            self.conv.bias.as_ref().map(|b| b.val()),
+            options,
+        );
+        let [b, c, _, _] = y.dims();
+        let y = y.slice([0..b, 0..c, 0..h, 0..w]);
+        self.finish(y)
+    }
+
+    /// BatchNorm and activation after the convolution.
+    fn finish(&self, y: Tensor<4>) -> Tensor<4> {
+        let y = match &self.bn {
             Some(bn) => {
                 self.probe(&y);
                 bn.forward(y)
             }
             None => y,
+        };
+        match (self.activate, self.slope) {
+            (false, _) => y,
+            (true, 0.0) => relu(y),
+            (true, s) => leaky_relu(y, s),
         }
     }
 
@@ -179,14 +222,31 @@ impl<'a> LayerBuilder<'a> {
             }
             None => {
                 // PyTorch's default: kaiming_uniform(a = √5), i.e. U(±1/√fan_in), bias alike.
+                // A deformable layer's offsets start at zero (the layer starts as a plain
+                // convolution), as deformable networks are trained.
                 let bound = 1.0 / (fan_in as f32).sqrt();
                 let n: usize = shape.iter().product();
+                let offsets = spec.name.ends_with(".offset");
                 let w = (0..n)
-                    .map(|_| self.rng.random_range(-bound..bound))
+                    .map(|_| {
+                        let v = self.rng.random_range(-bound..bound);
+                        if offsets {
+                            0.0
+                        } else {
+                            v
+                        }
+                    })
                     .collect();
                 let b = spec.bn.is_none().then(|| {
                     (0..spec.cout)
-                        .map(|_| self.rng.random_range(-bound..bound))
+                        .map(|_| {
+                            let v = self.rng.random_range(-bound..bound);
+                            if offsets {
+                                0.0
+                            } else {
+                                v
+                            }
+                        })
                         .collect()
                 });
                 (w, b)
@@ -205,9 +265,19 @@ impl<'a> LayerBuilder<'a> {
             }
             None => None,
         };
-        let groups = if spec.depthwise { spec.cin } else { 1 };
+        let groups = if spec.kind == ConvKind::Depthwise {
+            spec.cin
+        } else {
+            1
+        };
         let p = spec.pad;
-        let mut conv = Conv2dConfig::new([spec.cin, spec.cout], [spec.k, spec.k])
+        // A transposed layer keeps PyTorch's `[cin, cout, k, k]` in the module's weight.
+        let channels = if spec.kind == ConvKind::Transposed {
+            [spec.cout, spec.cin]
+        } else {
+            [spec.cin, spec.cout]
+        };
+        let mut conv = Conv2dConfig::new(channels, [spec.k, spec.k])
             .with_stride([spec.stride, spec.stride])
             .with_padding(PaddingConfig2d::Explicit(p, p, p, p))
             .with_groups(groups)
@@ -222,13 +292,18 @@ impl<'a> LayerBuilder<'a> {
             Activation::Relu => (true, 0.0),
             Activation::Leaky(s) => (true, f64::from(s)),
         };
-        self.specs.push(spec);
-        Ok(ConvBn {
+        let layer = ConvBn {
             conv,
             bn,
             slope,
             activate,
-        })
+            deformable: spec.kind == ConvKind::Deformable,
+            transposed: spec.kind == ConvKind::Transposed,
+            stride: spec.stride,
+            pad: spec.pad,
+        };
+        self.specs.push(spec);
+        Ok(layer)
     }
 
     /// BatchNorm `name`'s γ, β, mean and variance: from the file when it has them, PyTorch's

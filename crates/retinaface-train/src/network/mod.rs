@@ -1,50 +1,47 @@
-//! RetinaFace in burn, built from the same [`ModelConfig`] as the detector and named as its
-//! weight files are, so any weights the detector loads start a run and every run exports to
-//! the detector's safetensors.
+//! The network in burn, instantiated from the same description ([`retinaface::arch::Graph`])
+//! as the detector's engine and named as its weight files are, so any weights the detector
+//! loads start a run and every run exports to the detector's safetensors.
 
-mod backbone;
 mod calibrate;
 mod export;
+mod interpreter;
 mod layers;
-mod neck;
 
-pub use backbone::{MobileNet, ResNet};
 pub use calibrate::{calibrate_batch_norm, calibrated_tensors};
 pub use export::{export_folded, export_unfolded};
+pub use interpreter::upsample_nearest;
 pub use layers::{
     record_batch_norm_inputs, tensor, BnMode, ChannelStats, ConvBn, LayerBuilder, BN_EPS,
 };
-pub use neck::{upsample_nearest, Fpn, Ssh};
 
 use burn::module::Module;
 use burn::tensor::{Device, Tensor};
-use retinaface::config::{Backbone, ModelConfig};
+use retinaface::arch::{Graph, Value};
+use retinaface::config::ModelConfig;
 use retinaface::model::ConvSpec;
 use retinaface::weights::{NamedTensors, WeightsError};
+use std::sync::Arc;
 
 /// The network's raw outputs for a batch, anchors in the detector's order.
 #[derive(Debug, Clone)]
 pub struct HeadOutput {
-    /// `[B, N, 2]` class logits (background, face).
+    /// `[B, N, S]` score logits: S = 2 (background, face; softmax) or 1 (face; sigmoid).
     pub class: Tensor<3>,
     /// `[B, N, 4]` box offsets.
     pub boxes: Tensor<3>,
-    /// `[B, N, 10]` landmark offsets.
-    pub landmarks: Tensor<3>,
+    /// `[B, N, 10]` landmark offsets, for networks with a landmark head.
+    pub landmarks: Option<Tensor<3>>,
+    /// Per level, `[B, 1, H, W]` segmentation logits (DF²S², when asked for).
+    pub segmentation: Vec<Tensor<4>>,
 }
 
-/// Backbone → FPN → SSH per level → class / box / landmark heads per level.
+/// The layers of a description with their weights; the description itself is shared.
 #[derive(Module, Debug)]
 pub struct RetinaFaceNet {
-    pub mobilenet: Option<MobileNet>,
-    pub resnet: Option<ResNet>,
-    pub fpn: Fpn,
-    pub ssh: Vec<Ssh>,
-    pub class_heads: Vec<ConvBn>,
-    pub box_heads: Vec<ConvBn>,
-    pub landmark_heads: Vec<ConvBn>,
-    /// Anchors per cell on each level.
-    pub anchors: Vec<usize>,
+    /// One per layer of the description, in its order.
+    pub layers: Vec<ConvBn>,
+    #[module(skip)]
+    pub graph: Arc<Graph>,
 }
 
 /// A network with the configuration and the layer specs it was built from.
@@ -52,7 +49,7 @@ pub struct RetinaFaceNet {
 pub struct Model {
     pub net: RetinaFaceNet,
     pub config: ModelConfig,
-    /// Every convolution in build order: the names and shapes the export writes.
+    /// Every layer in build order: the names and shapes the export writes.
     pub specs: Vec<ConvSpec>,
     /// How the BatchNorm layers train.
     pub bn_mode: BnMode,
@@ -64,7 +61,7 @@ impl Model {
         Self::build(config, LayerBuilder::scratch(device, seed))
     }
 
-    /// A network holding `tensors` (the port's names, BatchNorm folded or not).
+    /// A network holding `tensors` (the description's names, BatchNorm folded or not).
     pub fn from_tensors(
         config: &ModelConfig,
         tensors: &NamedTensors,
@@ -76,46 +73,16 @@ impl Model {
     /// Build with a prepared layer builder (to force a BatchNorm mode, say).
     pub fn build(config: &ModelConfig, mut b: LayerBuilder) -> Result<Self, WeightsError> {
         config.validate().map_err(WeightsError::Mismatch)?;
-        let (mobilenet, resnet) = match config.backbone {
-            Backbone::MobileNet025 => (Some(MobileNet::new(&mut b)?), None),
-            Backbone::ResNet50 => (None, Some(ResNet::new(&mut b)?)),
-        };
-        let ch = config.fpn_channels;
-        let slope = config.neck_slope();
-        let stage_ch: Vec<usize> = config.anchors.steps[..config.backbone_levels()]
+        let graph = Graph::new(config);
+        let layers = graph
+            .layers
             .iter()
-            .map(|&s| config.backbone_channels(s).unwrap_or(0))
-            .collect();
-        let fpn = Fpn::new(&mut b, &stage_ch, ch, slope, config.has_p6())?;
-        let levels = config.levels();
-        let ssh = (1..=levels)
-            .map(|i| Ssh::new(&mut b, &format!("ssh{i}"), ch, slope))
+            .map(|spec| b.conv(spec.clone()))
             .collect::<Result<Vec<_>, _>>()?;
-        let anchors: Vec<usize> = (0..levels).map(|l| config.anchors.per_cell(l)).collect();
-        let mut heads = |name: &str, per: usize| {
-            (0..levels)
-                .map(|l| {
-                    b.conv(ConvSpec::head(
-                        &format!("{name}.{l}.conv1x1"),
-                        ch,
-                        anchors[l] * per,
-                    ))
-                })
-                .collect::<Result<Vec<_>, _>>()
-        };
-        let class_heads = heads("ClassHead", 2)?;
-        let box_heads = heads("BboxHead", 4)?;
-        let landmark_heads = heads("LandmarkHead", 10)?;
         let bn_mode = b.bn_mode();
         let net = RetinaFaceNet {
-            mobilenet,
-            resnet,
-            fpn,
-            ssh,
-            class_heads,
-            box_heads,
-            landmark_heads,
-            anchors,
+            layers,
+            graph: Arc::new(graph),
         };
         Ok(Model {
             net,
@@ -131,7 +98,7 @@ impl RetinaFaceNet {
     /// latest update pending until its next forward, and what a record or an export reads
     /// is the value before it: without this, checkpoints and exports lag one step behind.
     pub fn sync_running_stats(&self) {
-        for layer in self.layers() {
+        for layer in &self.layers {
             if let Some(bn) = &layer.bn {
                 bn.running_mean.value_sync();
                 bn.running_var.value_sync();
@@ -141,54 +108,55 @@ impl RetinaFaceNet {
 
     /// `[B, 3, H, W]` BGR minus the mean → head outputs over all anchors.
     pub fn forward(&self, x: Tensor<4>) -> HeadOutput {
-        let c = match (&self.mobilenet, &self.resnet) {
-            (Some(m), _) => m.forward(x),
-            (None, Some(r)) => r.forward(x),
-            (None, None) => unreachable!("a network has one backbone"),
+        self.forward_with(x, false)
+    }
+
+    /// As [`RetinaFaceNet::forward`], with the segmentation logits when `segmentation` (and
+    /// the network has a segmentation head).
+    pub fn forward_with(&self, x: Tensor<4>, segmentation: bool) -> HeadOutput {
+        let g = &self.graph;
+        let mut outputs = g.head_values();
+        if segmentation {
+            outputs.extend(&g.segmentation);
+        }
+        let values = interpreter::run(g, &self.layers, x, &outputs);
+        let get = |v: Value| match &values[v] {
+            Some(t) => t.clone(),
+            None => unreachable!("head output {v} was not computed"),
         };
-        let backbone_levels = self.fpn.lateral.len();
-        let stages = c[4 - backbone_levels..].to_vec();
-        let pyramid = self.fpn.forward(stages);
-        let context: Vec<Tensor<4>> = pyramid
-            .into_iter()
-            .zip(&self.ssh)
-            .map(|(p, s)| s.forward(p))
-            .collect();
-        let head = |convs: &[ConvBn], per: usize| {
-            let parts: Vec<Tensor<3>> = convs
+        // `[B, A·per, H, W]` per level → `[B, H·W·A, per]`, levels concatenated.
+        let head = |pick: &dyn Fn(&retinaface::arch::LevelHeads) -> Option<Value>, per: usize| {
+            let parts: Vec<Tensor<3>> = g
+                .levels
                 .iter()
-                .zip(&context)
-                .map(|(conv, x)| {
-                    let y = conv.forward(x.clone());
+                .filter_map(pick)
+                .map(|v| {
+                    let y = get(v);
                     let [b, c, h, w] = y.dims();
                     y.permute([0, 2, 3, 1]).reshape([b, h * w * c / per, per])
                 })
                 .collect();
-            Tensor::cat(parts, 1)
+            (!parts.is_empty()).then(|| Tensor::cat(parts, 1))
+        };
+        let s = g.score_values;
+        let (Some(class), Some(boxes)) = (head(&|l| Some(l.score), s), head(&|l| Some(l.boxes), 4))
+        else {
+            unreachable!("a network has at least one level")
         };
         HeadOutput {
-            class: head(&self.class_heads, 2),
-            boxes: head(&self.box_heads, 4),
-            landmarks: head(&self.landmark_heads, 10),
+            class,
+            boxes,
+            landmarks: head(&|l| l.landmarks, 10),
+            segmentation: if segmentation {
+                g.segmentation.iter().map(|&v| get(v)).collect()
+            } else {
+                Vec::new()
+            },
         }
     }
 
     /// Every layer in build order (the order of [`Model::specs`]).
     pub fn layers(&self) -> Vec<&ConvBn> {
-        let mut out = Vec::new();
-        if let Some(m) = &self.mobilenet {
-            m.layers(&mut out);
-        }
-        if let Some(r) = &self.resnet {
-            r.layers(&mut out);
-        }
-        self.fpn.layers(&mut out);
-        for s in &self.ssh {
-            s.layers(&mut out);
-        }
-        out.extend(&self.class_heads);
-        out.extend(&self.box_heads);
-        out.extend(&self.landmark_heads);
-        out
+        self.layers.iter().collect()
     }
 }

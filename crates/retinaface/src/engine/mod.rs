@@ -1,5 +1,5 @@
-//! Tensors and ops only: dense and depthwise convolutions with fused bias and activation,
-//! pooling, upsampling. Knows nothing of faces.
+//! Tensors and ops only: dense, depthwise, deformable and transposed convolutions with fused
+//! bias and activation, pooling, upsampling, element-wise attention. Knows nothing of faces.
 //!
 //! Feature maps are NHWC (channels last, batch 1): a pixel's channels are contiguous, so a
 //! 1×1 convolution is one GEMM over the map and a convolution can write its output into a
@@ -10,12 +10,14 @@ mod depthwise;
 mod kernel;
 mod ops;
 mod pipeline;
+mod sampled;
 mod simd;
 mod winograd;
 
 pub use conv::{Activation, Conv2d};
-pub use ops::{add_upsampled_nearest, max_pool_3x3_s2};
+pub use ops::{add_upsampled_nearest, gate, max_pool_3x3_s2};
 pub use pipeline::{stem_then_pairs, RowRings};
+pub use sampled::{ConvTranspose2x2, DeformConv2d};
 pub use simd::Simd;
 
 /// A feature map in NHWC layout (batch 1).

@@ -20,6 +20,18 @@ pub fn add_upsampled_nearest(dst: &mut Feature, src: &Feature) {
     }
 }
 
+/// `a ← a · b + a` element-wise (DF²S²'s F-block), `b` of `a`'s shape.
+pub fn gate(a: &mut Feature, b: &Feature) {
+    assert_eq!(
+        (a.h, a.w, a.c),
+        (b.h, b.w, b.c),
+        "gate operands differ in shape"
+    );
+    for (x, &g) in a.data.iter_mut().zip(&b.data) {
+        *x += *x * g;
+    }
+}
+
 /// 3×3 max pooling, stride 2, padding 1 (ResNet's stem).
 pub fn max_pool_3x3_s2(input: &Feature, out: &mut Feature) {
     let (oh, ow) = (out_size(input.h, 3, 2, 1), out_size(input.w, 3, 2, 1));

@@ -1,136 +1,101 @@
-//! Turns named tensors into engine layers: shape checks, BatchNorm folding, spec recording.
+//! Turns named tensors into engine layers: shape checks, BatchNorm folding, handing out the
+//! description's layers in order.
 
-use crate::engine::{Activation, Conv2d};
+use crate::arch::{ConvKind, ConvSpec};
+use crate::engine::Conv2d;
 use crate::weights::{NamedTensors, Tensor, WeightsError};
 
 /// BatchNorm's epsilon in the port (PyTorch's default).
 const BN_EPS: f32 = 1e-5;
 
-/// One convolution as the weight files name and shape it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ConvSpec {
-    /// Module path of the convolution (`body.stage1.0.0`); its tensors are `<name>.weight`
-    /// and, if it has one, `<name>.bias`.
-    pub name: String,
-    /// Module path of the BatchNorm that follows it in the unfolded layout, if any.
-    pub bn: Option<String>,
-    pub cin: usize,
-    pub cout: usize,
-    pub k: usize,
-    pub stride: usize,
-    pub pad: usize,
-    /// Depthwise (groups = channels).
-    pub depthwise: bool,
-    pub act: Activation,
-}
-
-impl ConvSpec {
-    /// A convolution followed by BatchNorm, padding `k / 2`.
-    pub fn bn(
-        name: &str,
-        bn: &str,
-        cin: usize,
-        cout: usize,
-        k: usize,
-        stride: usize,
-        act: Activation,
-    ) -> Self {
-        ConvSpec {
-            name: name.to_owned(),
-            bn: Some(bn.to_owned()),
-            cin,
-            cout,
-            k,
-            stride,
-            pad: k / 2,
-            depthwise: false,
-            act,
-        }
-    }
-
-    /// A depthwise 3×3 followed by BatchNorm.
-    pub fn depthwise(name: &str, bn: &str, ch: usize, stride: usize, act: Activation) -> Self {
-        ConvSpec {
-            depthwise: true,
-            ..Self::bn(name, bn, ch, ch, 3, stride, act)
-        }
-    }
-
-    /// A 1×1 head convolution with its own bias.
-    pub fn head(name: &str, cin: usize, cout: usize) -> Self {
-        ConvSpec {
-            bn: None,
-            ..Self::bn(name, "", cin, cout, 1, 1, Activation::Identity)
-        }
-    }
-
-    /// The PyTorch weight shape `[cout, cin / groups, k, k]`.
-    pub fn weight_shape(&self) -> Vec<usize> {
-        let cin = if self.depthwise { 1 } else { self.cin };
-        vec![self.cout, cin, self.k, self.k]
-    }
-}
-
-/// Hands out layers in forward order, recording each spec.
+/// Hands out the layers of a description in order (the fused plan of the port's network
+/// walks them as its modules need them).
 pub(crate) struct Builder<'a> {
-    tensors: Option<&'a NamedTensors>,
-    specs: Vec<ConvSpec>,
+    tensors: &'a NamedTensors,
+    layers: &'a [ConvSpec],
+    next: usize,
 }
 
 impl<'a> Builder<'a> {
-    /// Without tensors the builder makes zero layers (to list the specs).
-    pub fn new(tensors: Option<&'a NamedTensors>) -> Self {
+    pub fn new(tensors: &'a NamedTensors, layers: &'a [ConvSpec]) -> Self {
         Builder {
             tensors,
-            specs: Vec::new(),
+            layers,
+            next: 0,
         }
     }
 
-    pub fn into_specs(self) -> Vec<ConvSpec> {
-        self.specs
+    /// The next layer's spec, without taking it.
+    pub fn peek(&self) -> Option<&'a ConvSpec> {
+        self.layers.get(self.next)
     }
 
-    /// An engine layer for `spec`.
-    pub fn conv(&mut self, spec: ConvSpec) -> Result<Conv2d, WeightsError> {
-        let (w, b) = self.load(&spec)?;
-        let shape = (spec.cout, spec.cin, spec.k);
-        Ok(Conv2d::from_oihw(
-            &w,
-            &b,
-            shape,
-            spec.stride,
-            spec.pad,
-            spec.depthwise,
-            spec.act,
-        ))
+    /// The next layer's spec and its folded weight (OIHW) and bias.
+    pub fn next_loaded(&mut self) -> Result<(&'a ConvSpec, Vec<f32>, Vec<f32>), WeightsError> {
+        let spec = self
+            .peek()
+            .ok_or_else(|| WeightsError::Mismatch("the fused plan ran out of layers".to_owned()))?;
+        self.next += 1;
+        let (w, b) = folded(self.tensors, spec)?;
+        Ok((spec, w, b))
     }
 
-    /// Folded weight (OIHW) and bias of `spec`.
-    pub fn load(&mut self, spec: &ConvSpec) -> Result<(Vec<f32>, Vec<f32>), WeightsError> {
-        self.specs.push(spec.clone());
-        let shape = spec.weight_shape();
-        let Some(tensors) = self.tensors else {
-            return Ok((vec![0.0; shape.iter().product()], vec![0.0; spec.cout]));
-        };
-        let mut weight = take(tensors, &format!("{}.weight", spec.name), &shape)?
-            .data
-            .clone();
-        let bias_name = format!("{}.bias", spec.name);
-        let mut bias = match tensors.get(&bias_name) {
-            Some(_) => take(tensors, &bias_name, &[spec.cout])?.data.clone(),
-            None if spec.bn.is_some() => vec![0.0; spec.cout],
-            None => return Err(missing(&bias_name, &[spec.cout])),
-        };
-        if let Some(bn) = &spec.bn {
-            // Folded files (ONNX, our safetensors) carry the bias and no BatchNorm.
-            if tensors.contains_key(&format!("{bn}.running_mean")) {
-                fold_bn(tensors, bn, spec.cout, &mut weight, &mut bias)?;
-            } else if !tensors.contains_key(&bias_name) {
-                return Err(missing(&format!("{bn}.running_mean"), &[spec.cout]));
-            }
+    /// The next layer as an engine convolution.
+    pub fn next_conv(&mut self) -> Result<Conv2d, WeightsError> {
+        let (spec, w, b) = self.next_loaded()?;
+        Ok(conv(spec, &w, &b))
+    }
+
+    /// Whether every layer was handed out.
+    pub fn done(&self) -> bool {
+        self.next == self.layers.len()
+    }
+}
+
+/// The engine convolution of a dense or depthwise `spec` with folded weights.
+pub(crate) fn conv(spec: &ConvSpec, w: &[f32], b: &[f32]) -> Conv2d {
+    Conv2d::from_oihw(
+        w,
+        b,
+        (spec.cout, spec.cin, spec.k),
+        spec.stride,
+        spec.pad,
+        spec.kind == ConvKind::Depthwise,
+        spec.act,
+    )
+}
+
+/// The folded weight (PyTorch layout) and bias of `spec` in `tensors`, whether they carry
+/// BatchNorm separately (the port's checkpoints) or folded (ONNX, our safetensors).
+pub fn folded(
+    tensors: &NamedTensors,
+    spec: &ConvSpec,
+) -> Result<(Vec<f32>, Vec<f32>), WeightsError> {
+    let shape = spec.weight_shape();
+    let mut weight = take(tensors, &format!("{}.weight", spec.name), &shape)?
+        .data
+        .clone();
+    let bias_name = format!("{}.bias", spec.name);
+    let mut bias = match tensors.get(&bias_name) {
+        Some(_) => take(tensors, &bias_name, &[spec.cout])?.data.clone(),
+        None if spec.bn.is_some() => vec![0.0; spec.cout],
+        None => return Err(missing(&bias_name, &[spec.cout])),
+    };
+    if let Some(bn) = &spec.bn {
+        if spec.kind == ConvKind::Transposed {
+            return Err(WeightsError::Mismatch(format!(
+                "`{}`: BatchNorm after a transposed convolution is not supported",
+                spec.name
+            )));
         }
-        Ok((weight, bias))
+        // Folded files (ONNX, our safetensors) carry the bias and no BatchNorm.
+        if tensors.contains_key(&format!("{bn}.running_mean")) {
+            fold_bn(tensors, bn, spec.cout, &mut weight, &mut bias)?;
+        } else if !tensors.contains_key(&bias_name) {
+            return Err(missing(&format!("{bn}.running_mean"), &[spec.cout]));
+        }
     }
+    Ok((weight, bias))
 }
 
 fn missing(name: &str, shape: &[usize]) -> WeightsError {
@@ -160,15 +125,6 @@ pub fn take<'t>(
         )));
     }
     Ok(t)
-}
-
-/// The folded weight (OIHW) and bias of `spec` in `tensors`, whether they carry BatchNorm
-/// separately (the port's checkpoints) or folded (ONNX, our safetensors).
-pub fn folded(
-    tensors: &NamedTensors,
-    spec: &ConvSpec,
-) -> Result<(Vec<f32>, Vec<f32>), WeightsError> {
-    Builder::new(Some(tensors)).load(spec)
 }
 
 /// `w' = w·γ/√(σ²+ε)`, `b' = (b − μ)·γ/√(σ²+ε) + β`.

@@ -1,11 +1,9 @@
-//! MobileNetV1 ×0.25, the port's layout: `body.stage{1,2,3}`, LeakyReLU 0.1 throughout.
+//! MobileNetV1 ×0.25 (`body.stage{1,2,3}`, described in [`crate::arch`]) as row pipelines.
 
-use super::builder::{Builder, ConvSpec};
+use super::builder::Builder;
 use super::Workspace;
-use crate::engine::{stem_then_pairs, Activation, Conv2d, Feature};
+use crate::engine::{stem_then_pairs, Conv2d, Feature};
 use crate::weights::WeightsError;
-
-const SLOPE: Activation = Activation::Leaky(0.1);
 
 /// The three stages; each ends at one of the FPN's inputs (strides 8, 16, 32).
 pub(crate) struct MobileNet {
@@ -13,60 +11,22 @@ pub(crate) struct MobileNet {
 }
 
 impl MobileNet {
+    /// The description's `body.stage{1,2,3}` layers, in order: stage1 opens with the stem,
+    /// then (depthwise, pointwise) pairs.
     pub fn new(b: &mut Builder) -> Result<Self, WeightsError> {
-        // (input channels, output channels, stride) of each depthwise-separable block.
-        let blocks: [&[(usize, usize, usize)]; 3] = [
-            &[
-                (8, 16, 1),
-                (16, 32, 2),
-                (32, 32, 1),
-                (32, 64, 2),
-                (64, 64, 1),
-            ],
-            &[
-                (64, 128, 2),
-                (128, 128, 1),
-                (128, 128, 1),
-                (128, 128, 1),
-                (128, 128, 1),
-                (128, 128, 1),
-            ],
-            &[(128, 256, 2), (256, 256, 1)],
-        ];
         let mut stages: [Vec<Conv2d>; 3] = Default::default();
-        for (s, list) in blocks.iter().enumerate() {
-            let stage = format!("body.stage{}", s + 1);
-            // stage1 opens with a plain 3×3 stride-2 convolution to 8 channels.
-            let first = usize::from(s == 0);
-            if s == 0 {
-                stages[0].push(b.conv(ConvSpec::bn(
-                    &format!("{stage}.0.0"),
-                    &format!("{stage}.0.1"),
-                    3,
-                    8,
-                    3,
-                    2,
-                    SLOPE,
-                ))?);
+        for (s, stage) in stages.iter_mut().enumerate() {
+            let prefix = format!("body.stage{}.", s + 1);
+            while b.peek().is_some_and(|l| l.name.starts_with(&prefix)) {
+                stage.push(b.next_conv()?);
             }
-            for (i, &(cin, cout, stride)) in list.iter().enumerate() {
-                let p = format!("{stage}.{}", i + first);
-                stages[s].push(b.conv(ConvSpec::depthwise(
-                    &format!("{p}.0"),
-                    &format!("{p}.1"),
-                    cin,
-                    stride,
-                    SLOPE,
-                ))?);
-                stages[s].push(b.conv(ConvSpec::bn(
-                    &format!("{p}.3"),
-                    &format!("{p}.4"),
-                    cin,
-                    cout,
-                    1,
-                    1,
-                    SLOPE,
-                ))?);
+            let pairs = stage.len() - usize::from(s == 0);
+            if stage.is_empty() || pairs % 2 != 0 {
+                return Err(WeightsError::Mismatch(format!(
+                    "MobileNet stage {} has {} layers",
+                    s + 1,
+                    stage.len()
+                )));
             }
         }
         Ok(MobileNet { stages })

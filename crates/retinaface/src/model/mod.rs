@@ -1,22 +1,28 @@
-//! The network of one [`ModelConfig`]: backbone, FPN, SSH context modules and heads, composed
-//! from engine ops. Weights arrive as [`NamedTensors`] with the port's names; BatchNorm is
-//! folded into the convolutions here.
+//! The network of one [`ModelConfig`], instantiated from its description ([`crate::arch`])
+//! on engine ops. Weights arrive as [`NamedTensors`] with the description's names; BatchNorm
+//! is folded into the convolutions here.
+//!
+//! Two plans run a description: the port's networks (MobileNet-0.25 or ResNet-50, three
+//! levels, SSH, a head per level) get a fused plan — row pipelines, SSH layers sharing an
+//! input run as one, buffers reused in place — that takes its layers from the description in
+//! order; every other network runs op by op ([`interpreter`]).
 
 mod builder;
+mod interpreter;
 mod mobilenet;
 mod neck;
 mod resnet;
 
-pub use builder::{folded, take, ConvSpec};
+pub use crate::arch::ConvSpec;
+pub use builder::{folded, take};
 
+use crate::arch::Graph;
 use crate::config::{Backbone, ModelConfig};
 use crate::engine::{Conv2d, Feature};
 use crate::weights::{NamedTensors, WeightsError};
 use builder::Builder;
+use interpreter::Interpreter;
 use neck::{Fpn, Ssh};
-
-/// Values per anchor in the fused head output: 2 class logits, 4 box offsets, 10 landmark offsets.
-pub const HEAD_VALUES: usize = 16;
 
 // One per network: the size difference between the variants does not matter.
 #[allow(clippy::large_enum_variant)]
@@ -25,9 +31,8 @@ enum BackboneNet {
     ResNet(resnet::ResNet),
 }
 
-/// The whole RetinaFace network, ready to run.
-pub struct Network {
-    config: ModelConfig,
+/// The port's network with fused layers.
+struct PortPlan {
     backbone: BackboneNet,
     fpn: Fpn,
     ssh: Vec<Ssh>,
@@ -35,29 +40,46 @@ pub struct Network {
     heads: Vec<Conv2d>,
 }
 
-/// Where each quantity sits in a level's fused head output (per pixel, `A · 16` values).
+#[allow(clippy::large_enum_variant)]
+enum Plan {
+    Port(PortPlan),
+    Graph(Interpreter),
+}
+
+/// A whole network, ready to run.
+pub struct Network {
+    config: ModelConfig,
+    plan: Plan,
+}
+
+/// Where each quantity sits in a level's head output: per pixel, the score logits of every
+/// anchor, then their box offsets, then (RetinaFace) their landmark offsets.
 #[derive(Debug, Clone, Copy)]
 pub struct HeadLayout {
     /// Anchors per cell.
     pub anchors: usize,
+    /// Score values per anchor: 2 (softmax) or 1 (sigmoid).
+    pub scores: usize,
+    /// Whether ten landmark offsets follow.
+    pub landmarks: bool,
 }
 
 impl HeadLayout {
-    /// Offset of anchor `a`'s two class logits.
+    /// Offset of anchor `a`'s score logits.
     pub fn class(&self, a: usize) -> usize {
-        2 * a
+        self.scores * a
     }
     /// Offset of anchor `a`'s four box offsets.
     pub fn bbox(&self, a: usize) -> usize {
-        2 * self.anchors + 4 * a
+        self.scores * self.anchors + 4 * a
     }
-    /// Offset of anchor `a`'s ten landmark offsets.
+    /// Offset of anchor `a`'s ten landmark offsets (when [`HeadLayout::landmarks`]).
     pub fn landmarks(&self, a: usize) -> usize {
-        6 * self.anchors + 10 * a
+        (self.scores + 4) * self.anchors + 10 * a
     }
     /// Values per pixel.
     pub fn width(&self) -> usize {
-        HEAD_VALUES * self.anchors
+        self.anchors * (self.scores + 4 + if self.landmarks { 10 } else { 0 })
     }
 }
 
@@ -85,49 +107,89 @@ pub struct Workspace {
     pub(crate) pyramid_in_stages: [bool; 3],
     /// SSH outputs of the levels without a lateral buffer to reuse.
     pub(crate) context: [Feature; 3],
-    /// The fused head outputs per level (read them after [`Network::forward`]).
-    pub heads: [Feature; 3],
+    /// The head outputs per level (read them after [`Network::forward`]).
+    pub heads: Vec<Feature>,
     pub(crate) scratch: Vec<f32>,
+    /// The interpreter's values and its pool of free maps.
+    pub(crate) values: Vec<Feature>,
+    pub(crate) pool: Vec<Feature>,
 }
 
 impl Network {
     /// Build the network of `config` from named tensors (BatchNorm folded when present).
-    /// Every tensor is checked against the shape the config expects.
+    /// Every tensor is checked against the shape the description expects.
     pub fn new(config: &ModelConfig, tensors: &NamedTensors) -> Result<Self, WeightsError> {
         config.validate().map_err(WeightsError::Mismatch)?;
-        if !config.is_port_pyramid() {
-            return Err(WeightsError::Mismatch(format!(
-                "the inference engine runs the three-level pyramid (steps 8/16/32); this model's \
-                 steps are {:?}",
-                config.anchors.steps
-            )));
-        }
-        let mut b = Builder::new(Some(tensors));
-        Self::build(config, &mut b)
-    }
-
-    /// The convolutions of `config` in forward order, as the weight mapping sees them.
-    pub fn conv_specs(config: &ModelConfig) -> Vec<ConvSpec> {
-        let mut b = Builder::new(None);
-        // Without tensors the builder cannot fail.
-        let _ = Self::build(config, &mut b);
-        b.into_specs()
-    }
-
-    fn build(config: &ModelConfig, b: &mut Builder) -> Result<Self, WeightsError> {
-        let backbone = match config.backbone {
-            Backbone::MobileNet025 => BackboneNet::MobileNet(mobilenet::MobileNet::new(b)?),
-            Backbone::ResNet50 => BackboneNet::ResNet(resnet::ResNet::new(b)?),
+        let graph = Graph::new(config);
+        let plan = if config.is_port() {
+            Plan::Port(PortPlan::new(config, &graph, tensors)?)
+        } else {
+            Plan::Graph(Interpreter::new(graph, tensors)?)
         };
-        let slope = config.neck_slope();
-        let ch = config.fpn_channels;
-        let fpn = Fpn::new(b, config.stage_channels(), ch, slope)?;
-        let ssh = (1..=config.levels())
-            .map(|i| Ssh::new(b, &format!("ssh{i}"), ch, ch, slope))
-            .collect::<Result<Vec<_>, _>>()?;
-        let heads = Self::build_heads(config, b)?;
         Ok(Network {
             config: config.clone(),
+            plan,
+        })
+    }
+
+    /// The layers of `config` in the order of the weight mapping.
+    pub fn conv_specs(config: &ModelConfig) -> Vec<ConvSpec> {
+        Graph::new(config).layers
+    }
+
+    /// The configuration this network was built for.
+    pub fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+
+    /// Layout of level `level`'s head output.
+    pub fn head_layout(&self, level: usize) -> HeadLayout {
+        HeadLayout {
+            anchors: self.config.anchors.per_cell(level),
+            scores: self.config.score_values(),
+            landmarks: self.config.has_landmarks(),
+        }
+    }
+
+    /// Whether this network runs on the fused plan of the port's networks.
+    pub fn is_fused(&self) -> bool {
+        matches!(self.plan, Plan::Port(_))
+    }
+
+    /// Run on an NHWC input (BGR minus mean); results land in `ws.heads`.
+    pub fn forward(&self, input: &Feature, ws: &mut Workspace) {
+        match &self.plan {
+            Plan::Port(p) => p.forward(input, ws),
+            Plan::Graph(g) => {
+                debug_assert_eq!(g.graph().levels.len(), self.config.levels());
+                g.forward(input, ws)
+            }
+        }
+    }
+}
+
+impl PortPlan {
+    fn new(
+        config: &ModelConfig,
+        graph: &Graph,
+        tensors: &NamedTensors,
+    ) -> Result<Self, WeightsError> {
+        let mut b = Builder::new(tensors, &graph.layers);
+        let backbone = match config.backbone {
+            Backbone::MobileNet025 => BackboneNet::MobileNet(mobilenet::MobileNet::new(&mut b)?),
+            _ => BackboneNet::ResNet(resnet::ResNet::new(&mut b)?),
+        };
+        let fpn = Fpn::new(&mut b)?;
+        let ssh = (0..config.levels())
+            .map(|_| Ssh::new(&mut b))
+            .collect::<Result<Vec<_>, _>>()?;
+        let heads = Self::heads(config, &mut b)?;
+        if !b.done() {
+            return Err(WeightsError::Mismatch(
+                "the fused plan left layers of the description unused".to_owned(),
+            ));
+        }
+        Ok(PortPlan {
             backbone,
             fpn,
             ssh,
@@ -135,29 +197,28 @@ impl Network {
         })
     }
 
-    /// The port's separate class / box / landmark heads, concatenated per level into one 1×1
-    /// convolution so each level's outputs come from one GEMM, already in decoding order.
-    fn build_heads(config: &ModelConfig, b: &mut Builder) -> Result<Vec<Conv2d>, WeightsError> {
-        let ch = config.fpn_channels;
-        let mut parts: Vec<Vec<(Vec<f32>, Vec<f32>)>> = vec![Vec::new(); config.levels()];
-        for (head, per_anchor) in [("ClassHead", 2), ("BboxHead", 4), ("LandmarkHead", 10)] {
-            for (level, part) in parts.iter_mut().enumerate() {
-                let a = config.anchors.per_cell(level);
-                let spec = ConvSpec::head(&format!("{head}.{level}.conv1x1"), ch, a * per_anchor);
-                part.push(b.load(&spec)?);
+    /// The class, box and landmark heads (listed head-major in the description),
+    /// concatenated per level into one 1×1 convolution so each level's outputs come from one
+    /// GEMM, already in decoding order.
+    fn heads(config: &ModelConfig, b: &mut Builder) -> Result<Vec<Conv2d>, WeightsError> {
+        let levels = config.levels();
+        let mut parts: Vec<Vec<(Vec<f32>, Vec<f32>)>> = vec![Vec::new(); levels];
+        for _head in 0..3 {
+            for part in parts.iter_mut() {
+                let (_, w, bias) = b.next_loaded()?;
+                part.push((w, bias));
             }
         }
         Ok(parts
             .into_iter()
-            .enumerate()
-            .map(|(level, part)| {
-                let a = config.anchors.per_cell(level);
+            .map(|part| {
                 let weight: Vec<f32> = part.iter().flat_map(|(w, _)| w.iter().copied()).collect();
                 let bias: Vec<f32> = part.iter().flat_map(|(_, b)| b.iter().copied()).collect();
+                let cout = bias.len();
                 Conv2d::from_oihw(
                     &weight,
                     &bias,
-                    (a * HEAD_VALUES, ch, 1),
+                    (cout, config.fpn_channels, 1),
                     1,
                     0,
                     false,
@@ -167,20 +228,7 @@ impl Network {
             .collect())
     }
 
-    /// The configuration this network was built for.
-    pub fn config(&self) -> &ModelConfig {
-        &self.config
-    }
-
-    /// Layout of level `level`'s fused head output.
-    pub fn head_layout(&self, level: usize) -> HeadLayout {
-        HeadLayout {
-            anchors: self.config.anchors.per_cell(level),
-        }
-    }
-
-    /// Run on an NHWC input (BGR minus mean); results land in `ws.heads`.
-    pub fn forward(&self, input: &Feature, ws: &mut Workspace) {
+    fn forward(&self, input: &Feature, ws: &mut Workspace) {
         match &self.backbone {
             BackboneNet::MobileNet(m) => m.forward(input, ws),
             BackboneNet::ResNet(r) => r.forward(input, ws),
@@ -189,6 +237,7 @@ impl Network {
         for (level, ssh) in self.ssh.iter().enumerate() {
             ssh.forward(level, ws);
         }
+        ws.heads.resize_with(self.heads.len(), Feature::default);
         for (level, head) in self.heads.iter().enumerate() {
             let ctx = if level < ws.lateral.len() {
                 &ws.lateral[level]
@@ -206,10 +255,9 @@ pub fn folded_tensors(
     config: &ModelConfig,
     tensors: &NamedTensors,
 ) -> Result<NamedTensors, WeightsError> {
-    let mut b = Builder::new(Some(tensors));
     let mut out = NamedTensors::new();
     for spec in Network::conv_specs(config) {
-        let (w, bias) = b.load(&spec)?;
+        let (w, bias) = folded(tensors, &spec)?;
         out.insert(
             format!("{}.weight", spec.name),
             crate::weights::Tensor::new(spec.weight_shape(), w),

@@ -1,6 +1,7 @@
-//! FPN over three backbone stages and the SSH context modules.
+//! FPN over three backbone stages and the SSH context modules (described in [`crate::arch`]),
+//! with the engine's buffer reuse and fused SSH layers.
 
-use super::builder::{Builder, ConvSpec};
+use super::builder::Builder;
 use super::Workspace;
 use crate::engine::{add_upsampled_nearest, Activation, Conv2d};
 use crate::weights::WeightsError;
@@ -12,44 +13,11 @@ pub(crate) struct Fpn {
 }
 
 impl Fpn {
-    pub fn new(
-        b: &mut Builder,
-        stage_ch: [usize; 3],
-        ch: usize,
-        slope: f32,
-    ) -> Result<Self, WeightsError> {
-        let act = Activation::leaky(slope);
-        let mut lat = |i: usize| {
-            b.conv(ConvSpec::bn(
-                &format!("fpn.output{}.0", i + 1),
-                &format!("fpn.output{}.1", i + 1),
-                stage_ch[i],
-                ch,
-                1,
-                1,
-                act,
-            ))
-        };
-        let lateral = [lat(0)?, lat(1)?, lat(2)?];
-        // The port runs merge2 before merge1 (top-down); keep that order for the mapping.
-        let merge2 = b.conv(ConvSpec::bn(
-            "fpn.merge2.0",
-            "fpn.merge2.1",
-            ch,
-            ch,
-            3,
-            1,
-            act,
-        ))?;
-        let merge1 = b.conv(ConvSpec::bn(
-            "fpn.merge1.0",
-            "fpn.merge1.1",
-            ch,
-            ch,
-            3,
-            1,
-            act,
-        ))?;
+    /// The description's three laterals, then `fpn.merge2` and `fpn.merge1`.
+    pub fn new(b: &mut Builder) -> Result<Self, WeightsError> {
+        let lateral = [b.next_conv()?, b.next_conv()?, b.next_conv()?];
+        let merge2 = b.next_conv()?;
+        let merge1 = b.next_conv()?;
         Ok(Fpn {
             lateral,
             merge: [merge1, merge2],
@@ -104,36 +72,16 @@ pub(crate) struct Ssh {
 }
 
 impl Ssh {
-    pub fn new(
-        b: &mut Builder,
-        p: &str,
-        cin: usize,
-        cout: usize,
-        slope: f32,
-    ) -> Result<Self, WeightsError> {
-        let leaky = Activation::leaky(slope);
-        // The branch ends have no activation of their own; the ReLU after the concatenation
-        // is applied per branch, which is the same.
-        let relu = Activation::Relu;
-        let (half, quarter) = (cout / 2, cout / 4);
-        // Loaded in the port's order (the weight mapping lists them so).
-        let mut load = |name: &str, ci: usize, co: usize, act: Activation| {
-            b.load(&ConvSpec::bn(
-                &format!("{p}.{name}.0"),
-                &format!("{p}.{name}.1"),
-                ci,
-                co,
-                3,
-                1,
-                act,
-            ))
-            .map(|(w, bias)| (w, bias, vec![act; co]))
+    /// The description's five layers of one module, in the port's order: `conv3X3`,
+    /// `conv5X5_1`, `conv5X5_2`, `conv7X7_2`, `conv7x7_3`.
+    pub fn new(b: &mut Builder) -> Result<Self, WeightsError> {
+        let mut load = || {
+            b.next_loaded()
+                .map(|(spec, w, bias)| (w, bias, vec![spec.act; spec.cout]))
         };
-        let c3 = load("conv3X3", cin, half, relu)?;
-        let c5_1 = load("conv5X5_1", cin, quarter, leaky)?;
-        let c5_2 = load("conv5X5_2", quarter, quarter, relu)?;
-        let c7_2 = load("conv7X7_2", quarter, quarter, leaky)?;
-        let c7_3 = load("conv7x7_3", quarter, quarter, relu)?;
+        let (c3, c5_1, c5_2, c7_2, c7_3) = (load()?, load()?, load()?, load()?, load()?);
+        let (half, quarter) = (c3.1.len(), c5_1.1.len());
+        let cin = c3.0.len() / (9 * half);
         let fuse = |parts: &[&Loaded], ci: usize| {
             let cat = |f: &dyn Fn(&Loaded) -> Vec<f32>| {
                 parts.iter().flat_map(|p| f(p)).collect::<Vec<f32>>()

@@ -1,13 +1,11 @@
-//! torchvision's ResNet-50 as the port uses it: `body.conv1`, `body.bn1`, `body.layer1…4`;
-//! layer2–layer4 (strides 8, 16, 32) feed the FPN.
+//! torchvision's ResNet as the port uses it (`body.conv1`, `body.layer1…4`, described in
+//! [`crate::arch`]); layer2–layer4 (strides 8, 16, 32) feed the FPN.
 
-use super::builder::{Builder, ConvSpec};
+use super::builder::Builder;
 use super::mobilenet::run_chain;
 use super::Workspace;
-use crate::engine::{max_pool_3x3_s2, Activation, Conv2d, Feature};
+use crate::engine::{max_pool_3x3_s2, Conv2d, Feature};
 use crate::weights::WeightsError;
-
-const RELU: Activation = Activation::Relu;
 
 /// A bottleneck: 1×1 → 3×3 (stride here, v1.5) → 1×1, plus the identity or a projection.
 struct Bottleneck {
@@ -21,52 +19,32 @@ pub(crate) struct ResNet {
 }
 
 impl ResNet {
+    /// The description's `body.conv1` then `body.layer{1..4}.{i}` bottlenecks, in order.
     pub fn new(b: &mut Builder) -> Result<Self, WeightsError> {
-        let stem = b.conv(ConvSpec::bn("body.conv1", "body.bn1", 3, 64, 7, 2, RELU))?;
+        let stem = b.next_conv()?;
         let mut layers: [Vec<Bottleneck>; 4] = Default::default();
-        let mut cin = 64;
-        for (l, (&blocks, &width)) in [3usize, 4, 6, 3]
-            .iter()
-            .zip(&[64usize, 128, 256, 512])
-            .enumerate()
-        {
-            let cout = width * 4;
-            for i in 0..blocks {
-                let p = format!("body.layer{}.{i}", l + 1);
-                let stride = if i == 0 && l > 0 { 2 } else { 1 };
-                let c = |n: usize| (format!("{p}.conv{n}"), format!("{p}.bn{n}"));
-                let (c1, b1) = c(1);
-                let (c2, b2) = c(2);
-                let (c3, b3) = c(3);
-                let convs = [
-                    b.conv(ConvSpec::bn(&c1, &b1, cin, width, 1, 1, RELU))?,
-                    b.conv(ConvSpec::bn(&c2, &b2, width, width, 3, stride, RELU))?,
-                    b.conv(ConvSpec::bn(
-                        &c3,
-                        &b3,
-                        width,
-                        cout,
-                        1,
-                        1,
-                        Activation::Identity,
-                    ))?,
-                ];
-                let downsample = if i == 0 {
-                    let spec = ConvSpec::bn(
-                        &format!("{p}.downsample.0"),
-                        &format!("{p}.downsample.1"),
-                        cin,
-                        cout,
-                        1,
-                        stride,
-                        Activation::Identity,
-                    );
-                    Some(b.conv(spec)?)
+        for (l, layer) in layers.iter_mut().enumerate() {
+            loop {
+                let prefix = format!("body.layer{}.{}.", l + 1, layer.len());
+                if !b.peek().is_some_and(|s| s.name.starts_with(&prefix)) {
+                    break;
+                }
+                let convs = [b.next_conv()?, b.next_conv()?, b.next_conv()?];
+                let downsample = if b
+                    .peek()
+                    .is_some_and(|s| s.name == format!("{prefix}downsample.0"))
+                {
+                    Some(b.next_conv()?)
                 } else {
                     None
                 };
-                layers[l].push(Bottleneck { convs, downsample });
-                cin = cout;
+                layer.push(Bottleneck { convs, downsample });
+            }
+            if layer.is_empty() {
+                return Err(WeightsError::Mismatch(format!(
+                    "ResNet layer{} is empty",
+                    l + 1
+                )));
             }
         }
         Ok(ResNet { stem, layers })

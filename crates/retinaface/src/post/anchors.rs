@@ -20,12 +20,25 @@ pub fn level_size(h: usize, w: usize, step: usize) -> (usize, usize) {
 /// and rounded once, as the reference does).
 #[inline]
 pub fn prior(step: usize, size: f32, y: usize, x: usize, img_h: usize, img_w: usize) -> Prior {
+    prior_wh(step, (size, size), y, x, img_h, img_w)
+}
+
+/// As [`prior`] for an anchor of width and height `(aw, ah)` pixels.
+#[inline]
+pub fn prior_wh(
+    step: usize,
+    (aw, ah): (f32, f32),
+    y: usize,
+    x: usize,
+    img_h: usize,
+    img_w: usize,
+) -> Prior {
     let (s, ih, iw) = (step as f64, img_h as f64, img_w as f64);
     Prior {
         cx: ((x as f64 + 0.5) * s / iw) as f32,
         cy: ((y as f64 + 0.5) * s / ih) as f32,
-        w: (size as f64 / iw) as f32,
-        h: (size as f64 / ih) as f32,
+        w: (aw as f64 / iw) as f32,
+        h: (ah as f64 / ih) as f32,
     }
 }
 
@@ -34,10 +47,10 @@ pub fn count(config: &AnchorConfig, h: usize, w: usize) -> usize {
     config
         .steps
         .iter()
-        .zip(&config.sizes)
-        .map(|(&s, sizes)| {
+        .enumerate()
+        .map(|(level, &s)| {
             let (fh, fw) = level_size(h, w, s);
-            fh * fw * sizes.len()
+            fh * fw * config.per_cell(level)
         })
         .sum()
 }
@@ -45,12 +58,13 @@ pub fn count(config: &AnchorConfig, h: usize, w: usize) -> usize {
 /// All priors for an `h × w` input, in the order of the network's outputs.
 pub fn priors(config: &AnchorConfig, h: usize, w: usize) -> Vec<Prior> {
     let mut out = Vec::with_capacity(count(config, h, w));
-    for (&step, sizes) in config.steps.iter().zip(&config.sizes) {
+    for (level, &step) in config.steps.iter().enumerate() {
         let (fh, fw) = level_size(h, w, step);
+        let shapes: Vec<(f32, f32)> = config.shapes(level).collect();
         for y in 0..fh {
             for x in 0..fw {
-                for &s in sizes {
-                    out.push(prior(step, s, y, x, h, w));
+                for &s in &shapes {
+                    out.push(prior_wh(step, s, y, x, h, w));
                 }
             }
         }

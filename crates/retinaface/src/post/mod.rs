@@ -15,8 +15,10 @@ pub struct Face {
     pub bbox: [f32; 4],
     /// Face probability (softmax of the class head).
     pub score: f32,
-    /// Left eye, right eye, nose tip, left and right mouth corner (image-left/right), `[x, y]`.
-    pub landmarks: [[f32; 2]; 5],
+    /// Left eye, right eye, nose tip, left and right mouth corner (image-left/right), `[x, y]`;
+    /// `None` for networks without a landmark head (DF²S²).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub landmarks: Option<[[f32; 2]; 5]>,
 }
 
 impl Face {
@@ -32,11 +34,12 @@ impl Face {
     pub fn flip_horizontal(&self, w: f32) -> Face {
         let [x1, y1, x2, y2] = self.bbox;
         let m = |p: [f32; 2]| [w - 1.0 - p[0], p[1]];
-        let l = self.landmarks;
         Face {
             bbox: [w - 1.0 - x2, y1, w - 1.0 - x1, y2],
             score: self.score,
-            landmarks: [m(l[1]), m(l[0]), m(l[2]), m(l[4]), m(l[3])],
+            landmarks: self
+                .landmarks
+                .map(|l| [m(l[1]), m(l[0]), m(l[2]), m(l[4]), m(l[3])]),
         }
     }
 }

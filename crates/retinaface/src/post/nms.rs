@@ -42,7 +42,7 @@ mod tests {
         Face {
             bbox: b,
             score: s,
-            landmarks: [[0.0; 2]; 5],
+            landmarks: None,
         }
     }
 

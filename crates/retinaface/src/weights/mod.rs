@@ -14,6 +14,7 @@ pub mod pickle;
 pub mod safetensors;
 pub mod torch;
 
+use crate::config::ModelConfig;
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -81,14 +82,27 @@ impl Format {
 /// Read any supported weights file into named tensors with the port's names (ONNX
 /// initializers are mapped to those names by the graph's structure).
 pub fn read_file(path: &Path) -> Result<NamedTensors, WeightsError> {
+    read_model_file(path).map(|(t, _)| t)
+}
+
+/// Read a weights file with the model configuration it holds: the one stored in our
+/// safetensors' metadata, else the one its tensor names imply (the port's networks).
+pub fn read_model_file(path: &Path) -> Result<(NamedTensors, ModelConfig), WeightsError> {
     let bytes = std::fs::read(path).map_err(|source| WeightsError::Io {
         path: path.to_owned(),
         source,
     })?;
-    read_bytes(&bytes).map_err(|e| WeightsError::InFile {
+    let in_file = |e| WeightsError::InFile {
         path: path.to_owned(),
         source: Box::new(e),
-    })
+    };
+    let tensors = read_bytes(&bytes).map_err(in_file)?;
+    let stored = match Format::sniff(&bytes) {
+        Some(Format::Safetensors) => safetensors::read_config(&bytes).map_err(in_file)?,
+        _ => None,
+    };
+    let config = stored.unwrap_or_else(|| ModelConfig::infer(&tensors));
+    Ok((tensors, config))
 }
 
 /// Read weights from bytes in any supported format.

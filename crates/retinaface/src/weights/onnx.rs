@@ -340,7 +340,11 @@ fn check_attributes(spec: &ConvSpec, n: &Node) -> Result<(), WeightsError> {
     let get = |k: &str, default: Vec<i64>| n.ints.get(k).cloned().unwrap_or(default);
     let s = spec.stride as i64;
     let p = spec.pad as i64;
-    let groups = if spec.depthwise { spec.cin as i64 } else { 1 };
+    let groups = if spec.kind == crate::arch::ConvKind::Depthwise {
+        spec.cin as i64
+    } else {
+        1
+    };
     let ok = get("strides", vec![1, 1]) == [s, s]
         && get("pads", vec![0, 0, 0, 0]) == [p, p, p, p]
         && get("group", vec![1]) == [groups]

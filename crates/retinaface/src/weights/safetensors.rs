@@ -55,11 +55,22 @@ pub fn read(bytes: &[u8]) -> Result<NamedTensors, WeightsError> {
     Ok(out)
 }
 
-/// The model configuration stored in a file we wrote, if any.
-pub fn read_config(bytes: &[u8]) -> Option<ModelConfig> {
-    let (_, meta) = SafeTensors::read_metadata(bytes).ok()?;
-    let json = meta.metadata().as_ref()?.get(CONFIG_KEY)?.clone();
-    serde_json::from_str(&json).ok()
+/// The model configuration stored in a file we wrote; `None` for a file without one (written
+/// by another tool). A stored configuration that does not parse or is inconsistent is an
+/// error: guessing another network would fail later with a less useful message.
+pub fn read_config(bytes: &[u8]) -> Result<Option<ModelConfig>, WeightsError> {
+    let (_, meta) =
+        SafeTensors::read_metadata(bytes).map_err(|e| WeightsError::corrupt(FMT, e.to_string()))?;
+    let Some(json) = meta.metadata().as_ref().and_then(|m| m.get(CONFIG_KEY)) else {
+        return Ok(None);
+    };
+    let config: ModelConfig = serde_json::from_str(json).map_err(|e| {
+        WeightsError::corrupt(FMT, format!("model configuration in `{CONFIG_KEY}`: {e}"))
+    })?;
+    config.validate().map_err(|e| {
+        WeightsError::corrupt(FMT, format!("model configuration in `{CONFIG_KEY}`: {e}"))
+    })?;
+    Ok(Some(config))
 }
 
 /// Serialise tensors (f32) with the configuration in the metadata. Deterministic: the same
@@ -124,7 +135,17 @@ mod tests {
         t.insert("a.weight".into(), Tensor::new(vec![2, 1], vec![1.5, -2.0]));
         let bytes = write(&t, &ModelConfig::mobilenet025()).unwrap();
         assert_eq!(read(&bytes).unwrap(), t);
-        assert_eq!(read_config(&bytes), Some(ModelConfig::mobilenet025()));
+        assert_eq!(
+            read_config(&bytes).unwrap(),
+            Some(ModelConfig::mobilenet025())
+        );
+        for config in [
+            ModelConfig::resnet50_paper(),
+            ModelConfig::df2s2_mobilenet025(),
+        ] {
+            let bytes = write(&t, &config).unwrap();
+            assert_eq!(read_config(&bytes).unwrap(), Some(config));
+        }
         assert_eq!(write(&t, &ModelConfig::mobilenet025()).unwrap(), bytes);
         assert!(read(&bytes[..bytes.len() - 1]).is_err());
     }

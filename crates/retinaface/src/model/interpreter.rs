@@ -1,0 +1,209 @@
+//! Any [`Graph`] run op by op: the engine's plan for every network without a fused one (the
+//! paper's RetinaFace, DF²S², ResNet-101/152). Maps are freed into a pool after their last
+//! use, so memory follows the widest point of the network, not its sum.
+
+use super::builder::{conv, folded};
+use super::Workspace;
+use crate::arch::{ConvKind, Graph, Op, Value};
+use crate::engine::{
+    add_upsampled_nearest, gate, max_pool_3x3_s2, Conv2d, ConvTranspose2x2, DeformConv2d, Feature,
+};
+use crate::weights::{NamedTensors, WeightsError};
+
+enum Layer {
+    Conv(Conv2d),
+    Deform(DeformConv2d),
+    Transposed(ConvTranspose2x2),
+}
+
+pub(crate) struct Interpreter {
+    graph: Graph,
+    layers: Vec<Layer>,
+    /// Whether each value feeds a head output (the segmentation branch does not).
+    needed: Vec<bool>,
+    /// Per value, the last op that reads it (`usize::MAX` for head outputs).
+    last_use: Vec<usize>,
+}
+
+impl Interpreter {
+    pub fn new(graph: Graph, tensors: &NamedTensors) -> Result<Self, WeightsError> {
+        let layers = graph
+            .layers
+            .iter()
+            .map(|spec| {
+                let (w, b) = folded(tensors, spec)?;
+                Ok(match spec.kind {
+                    ConvKind::Dense | ConvKind::Depthwise => Layer::Conv(conv(spec, &w, &b)),
+                    ConvKind::Deformable => Layer::Deform(DeformConv2d::from_oihw(
+                        &w,
+                        &b,
+                        (spec.cout, spec.cin, spec.k),
+                        spec.stride,
+                        spec.pad,
+                        spec.act,
+                    )),
+                    ConvKind::Transposed if spec.k == 2 && spec.stride == 2 && spec.pad == 0 => {
+                        Layer::Transposed(ConvTranspose2x2::from_iohw(
+                            &w, &b, spec.cin, spec.cout, spec.act,
+                        ))
+                    }
+                    ConvKind::Transposed => {
+                        return Err(WeightsError::Mismatch(format!(
+                            "`{}`: the engine runs 2×2 stride-2 transposed convolutions only",
+                            spec.name
+                        )))
+                    }
+                })
+            })
+            .collect::<Result<Vec<_>, WeightsError>>()?;
+        let outputs = graph.head_values();
+        let needed = graph.needed(&outputs);
+        let mut last_use = vec![0; graph.ops.len() + 1];
+        for (i, op) in graph.ops.iter().enumerate() {
+            if needed[i + 1] {
+                for v in op.inputs() {
+                    last_use[v] = i;
+                }
+            }
+        }
+        for v in outputs {
+            last_use[v] = usize::MAX;
+        }
+        Ok(Interpreter {
+            graph,
+            layers,
+            needed,
+            last_use,
+        })
+    }
+
+    pub fn graph(&self) -> &Graph {
+        &self.graph
+    }
+
+    /// Run on an NHWC input; each level's outputs land in `ws.heads[level]` as
+    /// `[score | boxes | landmarks]` per pixel.
+    pub fn forward(&self, input: &Feature, ws: &mut Workspace) {
+        let n = self.graph.ops.len();
+        ws.values.resize_with(n + 1, Feature::default);
+        for (i, op) in self.graph.ops.iter().enumerate() {
+            let v = i + 1;
+            if !self.needed[v] {
+                continue;
+            }
+            let mut out = ws.pool.pop().unwrap_or_default();
+            self.run(op, input, ws, &mut out);
+            ws.values[v] = out;
+            for r in op.inputs() {
+                if r != 0 && self.last_use[r] == i {
+                    let dead = std::mem::take(&mut ws.values[r]);
+                    ws.pool.push(dead);
+                }
+            }
+        }
+        ws.heads
+            .resize_with(self.graph.levels.len(), Feature::default);
+        for (level, heads) in self.graph.levels.iter().enumerate() {
+            let parts: Vec<Value> = [Some(heads.score), Some(heads.boxes), heads.landmarks]
+                .into_iter()
+                .flatten()
+                .collect();
+            let first = &ws.values[parts[0]];
+            let (h, w) = (first.h, first.w);
+            let width: usize = parts.iter().map(|&p| ws.values[p].c).sum();
+            let mut dst = std::mem::take(&mut ws.heads[level]);
+            dst.reshape(h, w, width);
+            let mut at = 0;
+            for &p in &parts {
+                let src = &ws.values[p];
+                for (d, s) in dst
+                    .data
+                    .chunks_exact_mut(width)
+                    .zip(src.data.chunks_exact(src.c))
+                {
+                    d[at..at + src.c].copy_from_slice(s);
+                }
+                at += src.c;
+            }
+            ws.heads[level] = dst;
+        }
+        // Head outputs go back to the pool for the next pass.
+        for v in self.graph.head_values() {
+            let dead = std::mem::take(&mut ws.values[v]);
+            ws.pool.push(dead);
+        }
+    }
+
+    fn run(&self, op: &Op, input: &Feature, ws: &mut Workspace, out: &mut Feature) {
+        let values = &ws.values;
+        let get = |v: Value| if v == 0 { input } else { &values[v] };
+        match op {
+            Op::Conv { layer, input } => match &self.layers[*layer] {
+                Layer::Conv(c) => c.forward(get(*input), out, &mut ws.scratch),
+                _ => unreachable!("a Conv op names a convolution layer"),
+            },
+            Op::DeformConv {
+                layer,
+                offsets,
+                input,
+            } => {
+                let (Layer::Deform(d), Layer::Conv(o)) =
+                    (&self.layers[*layer], &self.layers[*offsets])
+                else {
+                    unreachable!("a DeformConv op names a deformable layer and its offsets")
+                };
+                let x = get(*input);
+                o.forward(x, &mut ws.t1, &mut ws.scratch);
+                d.forward(x, &ws.t1, out, &mut ws.t2, &mut ws.scratch);
+            }
+            Op::ConvTranspose { layer, input, like } => {
+                let Layer::Transposed(t) = &self.layers[*layer] else {
+                    unreachable!("a ConvTranspose op names a transposed layer")
+                };
+                let like = get(*like);
+                t.forward(
+                    get(*input),
+                    (like.h, like.w),
+                    out,
+                    &mut ws.t1,
+                    &mut ws.scratch,
+                );
+            }
+            Op::MaxPool { input } => max_pool_3x3_s2(get(*input), out),
+            Op::Add { a, b, relu } => {
+                copy(get(*a), out);
+                for (o, &x) in out.data.iter_mut().zip(&get(*b).data) {
+                    *o += x;
+                    if *relu {
+                        *o = o.max(0.0);
+                    }
+                }
+            }
+            Op::UpsampleAdd { a, b } => {
+                copy(get(*a), out);
+                add_upsampled_nearest(out, get(*b));
+            }
+            Op::Gate { a, b } => {
+                copy(get(*a), out);
+                gate(out, get(*b));
+            }
+            Op::Concat { inputs } => {
+                let parts: Vec<&Feature> = inputs.iter().map(|&v| get(v)).collect();
+                let c: usize = parts.iter().map(|p| p.c).sum();
+                out.reshape(parts[0].h, parts[0].w, c);
+                let mut at = 0;
+                for p in parts {
+                    for (d, s) in out.data.chunks_exact_mut(c).zip(p.data.chunks_exact(p.c)) {
+                        d[at..at + p.c].copy_from_slice(s);
+                    }
+                    at += p.c;
+                }
+            }
+        }
+    }
+}
+
+fn copy(src: &Feature, dst: &mut Feature) {
+    dst.reshape(src.h, src.w, src.c);
+    dst.data.copy_from_slice(&src.data);
+}
