@@ -126,10 +126,27 @@ fn train_args<'a>(
 
 #[test]
 fn overfits_two_images_from_scratch_and_detect_finds_their_faces() {
-    let dir = temp("overfit");
+    overfit(None, "overfit");
+}
+
+/// The paper's design (P2–P6, deformable context, shared heads) on the light backbone
+/// learns the same two photos with the same settings.
+#[test]
+fn the_paper_network_overfits_two_images_and_detect_finds_their_faces() {
+    let config =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/mobilenet0.25-paper.toml");
+    overfit(Some(&config), "overfit-paper");
+}
+
+fn overfit(config: Option<&Path>, name: &str) {
+    let dir = temp(name);
     let (images, labels, truth) = small_dataset(&dir);
     let out = dir.join("run");
-    run(&train_args(&images, &labels, &out, "150"));
+    let mut args = train_args(&images, &labels, &out, "150");
+    if let Some(c) = config {
+        args.extend(["--config", s(c)]);
+    }
+    run(&args);
 
     let l = losses(&out.join("metrics.jsonl"));
     assert_eq!(l.len(), 150, "one optimiser step per epoch");
@@ -213,7 +230,8 @@ fn a_resumed_run_continues_exactly_where_it_stopped() {
     let mut first = common(&split);
     first.extend(["--max-steps".into(), "3".into()]);
     run(&as_strs(&first));
-    assert!(!split.join("final.safetensors").exists());
+    // A run stopped by --max-steps exports like a finished one.
+    assert!(split.join("final.safetensors").exists());
     run(&["train", "--resume", "--out", s(&split)]);
 
     let (a, b) = (
@@ -240,6 +258,77 @@ fn a_resumed_run_continues_exactly_where_it_stopped() {
             .zip(&u.data)
             .fold(0.0f32, |m, (x, y)| m.max((x - y).abs()));
         assert!(d <= 1e-5, "{name} differs by {d}");
+    }
+}
+
+/// Every shipped config trains a step and exports a file that `detect` runs and
+/// `convert --info` describes.
+#[test]
+fn every_config_trains_a_step_and_its_file_detects_and_describes_itself() {
+    let dir = temp("configs");
+    let (images, labels, _) = small_dataset(&dir);
+    let configs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&configs)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 6, "{files:?}");
+    for config in &files {
+        let stem = config.file_stem().unwrap().to_string_lossy().into_owned();
+        let out = dir.join(&stem);
+        run(&[
+            "train",
+            "--config",
+            s(config),
+            "--data",
+            s(&images),
+            "--labels",
+            s(&labels),
+            "--init",
+            "scratch",
+            "--max-steps",
+            "1",
+            "--image-size",
+            "256",
+            "--batch",
+            "2",
+            "--out",
+            s(&out),
+        ]);
+        let model = out.join("final.safetensors");
+        assert!(model.exists(), "{stem}: no final.safetensors");
+        let info = run(&["convert", "--info", s(&model)]);
+        let text = String::from_utf8_lossy(&info.stdout).into_owned();
+        let family = if stem.starts_with("df2s2") {
+            "DF²S²"
+        } else {
+            "RetinaFace"
+        };
+        assert!(text.contains(family), "{stem}: {text}");
+        let levels = if stem.starts_with("df2s2") {
+            6
+        } else if stem.contains("paper") {
+            5
+        } else {
+            3
+        };
+        assert!(text.contains(&format!("{levels} levels")), "{stem}: {text}");
+        let json = out.join("t1.json");
+        run(&[
+            "detect",
+            s(&shared().join("data/photos/t1.jpg")),
+            "--model",
+            s(&model),
+            "--threshold",
+            "0.9",
+            "--json",
+            s(&json),
+        ]);
+        let dets: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+        assert!(dets[0]["faces"].is_array(), "{stem}: {dets}");
     }
 }
 

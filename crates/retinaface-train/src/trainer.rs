@@ -321,9 +321,9 @@ impl Trainer {
             }
         }
         self.save_checkpoint()?;
-        if self.progress.epoch >= epochs {
-            self.export(&self.out.join("final.safetensors"))?;
-        }
+        // Also after `max_steps`: a short run leaves a file the detector loads (a resumed run
+        // overwrites it when it ends).
+        self.export(&self.out.join("final.safetensors"))?;
         Ok(())
     }
 

@@ -329,3 +329,132 @@ fn every_family_matches_the_engine() {
         }
     }
 }
+
+/// The deformable convolution three ways on random inputs and offsets of up to ±6 px (many
+/// taps between pixels, some outside the map), strides 1 and 2: the engine's and the trainer's
+/// composed one against burn's `deform_conv2d` in value, and the composed one's gradients
+/// (input, offsets, weight, bias) against burn's backward.
+#[test]
+fn deformable_convolution_matches_burn_in_value_and_gradients() {
+    use burn::tensor::module::deform_conv2d as reference;
+    use burn::tensor::ops::DeformConvOptions;
+    use retinaface::engine::{Activation, DeformConv2d};
+    use retinaface_train::network::deform_conv2d;
+    let mut rng = ChaCha8Rng::seed_from_u64(3);
+    let device = Device::flex().autodiff();
+    for (n, h, w, cin, cout, stride) in [(2, 9, 11, 6, 5, 1), (1, 10, 7, 4, 8, 2)] {
+        let mut random = |len: usize, r: f32| -> Vec<f32> {
+            (0..len).map(|_| rng.random_range(-r..r)).collect()
+        };
+        let x = random(n * cin * h * w, 1.0);
+        let (oh, ow) = ((h - 1) / stride + 1, (w - 1) / stride + 1);
+        let off = random(n * 18 * oh * ow, 6.0);
+        let weight = random(cout * cin * 9, 0.5);
+        let bias = random(cout, 0.5);
+        let upstream = random(n * cout * oh * ow, 1.0);
+        let leaves = || {
+            (
+                tensor::<4>(x.clone(), vec![n, cin, h, w], &device).require_grad(),
+                tensor::<4>(off.clone(), vec![n, 18, oh, ow], &device).require_grad(),
+                tensor::<4>(weight.clone(), vec![cout, cin, 3, 3], &device).require_grad(),
+                tensor::<1>(bias.clone(), vec![cout], &device).require_grad(),
+            )
+        };
+        let values = |t: burn::tensor::Tensor<4>| -> Vec<f32> {
+            t.into_data()
+                .convert::<f32>()
+                .try_to_vec::<f32>()
+                .unwrap_or_default()
+        };
+        let run = |composed: bool| {
+            let (xt, ot, wt, bt) = leaves();
+            let y = if composed {
+                deform_conv2d(
+                    xt.clone(),
+                    ot.clone(),
+                    wt.clone(),
+                    Some(bt.clone()),
+                    stride,
+                    1,
+                )
+            } else {
+                let options = DeformConvOptions::new([stride, stride], [1, 1], [1, 1], 1, 1);
+                reference(
+                    xt.clone(),
+                    ot.clone(),
+                    wt.clone(),
+                    None,
+                    Some(bt.clone()),
+                    options,
+                )
+            };
+            assert_eq!(y.dims(), [n, cout, oh, ow]);
+            let r = tensor::<4>(upstream.clone(), vec![n, cout, oh, ow], &device);
+            let grads = (y.clone() * r).sum().backward();
+            let g4 =
+                |t: &burn::tensor::Tensor<4>| t.grad(&grads).map(|g| values(g)).unwrap_or_default();
+            let gb = bt
+                .grad(&grads)
+                .map(|g| {
+                    g.into_data()
+                        .convert::<f32>()
+                        .try_to_vec::<f32>()
+                        .unwrap_or_default()
+                })
+                .unwrap_or_default();
+            (values(y), [g4(&xt), g4(&ot), g4(&wt), gb])
+        };
+        let (want, want_grads) = run(false);
+        let (ours, our_grads) = run(true);
+        let close = |what: &str, a: &[f32], b: &[f32]| {
+            assert_eq!(a.len(), b.len(), "{what}: lengths");
+            assert!(!a.is_empty(), "{what}: empty");
+            let scale = b.iter().fold(0.0f32, |m, v| m.max(v.abs())).max(1.0);
+            let d = max_abs_diff(a, b);
+            println!("deformable {h}×{w} stride {stride} {what}: max |Δ| {d:.2e} of {scale:.2}");
+            assert!(d <= 1e-4 * scale, "{what} differs by {d}");
+        };
+        close("composed output", &ours, &want);
+        for (name, a, b) in ["d input", "d offsets", "d weight", "d bias"]
+            .iter()
+            .zip(&our_grads)
+            .zip(&want_grads)
+            .map(|((n, a), b)| (n, a, b))
+        {
+            close(name, a, b);
+        }
+
+        // The engine, image by image (NHWC).
+        let nhwc = |v: &[f32], c: usize, h: usize, w: usize| -> Feature {
+            let mut d = vec![0.0; c * h * w];
+            for ch in 0..c {
+                for p in 0..h * w {
+                    d[p * c + ch] = v[ch * h * w + p];
+                }
+            }
+            Feature { h, w, c, data: d }
+        };
+        let conv = DeformConv2d::from_oihw(
+            &weight,
+            &bias,
+            (cout, cin, 3),
+            stride,
+            1,
+            Activation::Identity,
+        );
+        for i in 0..n {
+            let (mut out, mut g, mut s) = (Feature::default(), Feature::default(), Vec::new());
+            let xi = &x[i * cin * h * w..(i + 1) * cin * h * w];
+            let oi = &off[i * 18 * oh * ow..(i + 1) * 18 * oh * ow];
+            conv.forward(
+                &nhwc(xi, cin, h, w),
+                &nhwc(oi, 18, oh, ow),
+                &mut out,
+                &mut g,
+                &mut s,
+            );
+            let wi = &want[i * cout * oh * ow..(i + 1) * cout * oh * ow];
+            close("engine output", &out.data, &nhwc(wi, cout, oh, ow).data);
+        }
+    }
+}

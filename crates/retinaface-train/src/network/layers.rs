@@ -6,8 +6,8 @@ use burn::module::{Module, Param, ParamId};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, PaddingConfig2d};
 use burn::tensor::activation::{leaky_relu, relu};
-use burn::tensor::module::{conv_transpose2d, deform_conv2d};
-use burn::tensor::ops::{ConvTransposeOptions, DeformConvOptions};
+use burn::tensor::module::conv_transpose2d;
+use burn::tensor::ops::ConvTransposeOptions;
 use burn::tensor::{Device, Tensor, TensorData};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -59,16 +59,13 @@ impl ConvBn {
     /// A deformable layer on `x`, sampling at `offsets` (`[B, 2·k², H', W']`, torchvision's
     /// order).
     pub fn forward_deformable(&self, x: Tensor<4>, offsets: Tensor<4>) -> Tensor<4> {
-        let s = self.stride;
-        let p = self.pad;
-        let options = DeformConvOptions::new([s, s], [p, p], [1, 1], 1, 1);
-        let y = deform_conv2d(
+        let y = super::deform::deform_conv2d(
             x,
             offsets,
             self.conv.weight.val(),
-            None,
             self.conv.bias.as_ref().map(|b| b.val()),
-            options,
+            self.stride,
+            self.pad,
         );
         self.finish(y)
     }

@@ -3,11 +3,13 @@
 //! loads start a run and every run exports to the detector's safetensors.
 
 mod calibrate;
+mod deform;
 mod export;
 mod interpreter;
 mod layers;
 
 pub use calibrate::{calibrate_batch_norm, calibrated_tensors};
+pub use deform::deform_conv2d;
 pub use export::{export_folded, export_unfolded};
 pub use interpreter::upsample_nearest;
 pub use layers::{
