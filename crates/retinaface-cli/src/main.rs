@@ -2,6 +2,7 @@
 
 mod commands;
 mod files;
+mod mask;
 mod model;
 mod output;
 mod progress;

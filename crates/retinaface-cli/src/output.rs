@@ -3,6 +3,7 @@
 use anyhow::{Context, Result};
 use image::{Rgb, RgbImage};
 use retinaface::Face;
+use retinaface_eval::widerface::{format_prediction_file, WiderDetection};
 use serde::Serialize;
 use std::io::Write;
 use std::path::Path;
@@ -17,21 +18,26 @@ pub struct Record {
 }
 
 /// Write a WIDER prediction file: stem, count, then `x y w h score` per face with the
-/// reference's integer truncation.
+/// reference's integer truncation (the eval crate's format).
 pub fn write_wider(path: &Path, stem: &str, faces: &[Face]) -> Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
-    let mut s = format!("{stem}\n{}\n", faces.len());
-    for f in faces {
-        let [x1, y1, x2, y2] = f.bbox.map(|v| v.trunc() as i64);
-        s.push_str(&format!(
-            "{x1} {y1} {} {} {:.10}\n",
-            x2 - x1,
-            y2 - y1,
-            f.score
-        ));
-    }
+    // The reference detector truncates the corners to integers.
+    let detections: Vec<WiderDetection> = faces
+        .iter()
+        .map(|f| {
+            let [x1, y1, x2, y2] = f.bbox.map(|v| v.trunc() as i64 as f64);
+            WiderDetection {
+                x: x1,
+                y: y1,
+                w: x2 - x1,
+                h: y2 - y1,
+                score: f64::from(f.score),
+            }
+        })
+        .collect();
+    let s = format_prediction_file(stem, &detections);
     std::fs::write(path, s).with_context(|| format!("cannot write {}", path.display()))
 }
 

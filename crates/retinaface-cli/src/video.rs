@@ -1,7 +1,7 @@
 //! Videos through the system's `ffmpeg` and `ffprobe`: frames piped raw in and out, several
 //! frames detected at once, masks held across frames, audio copied.
 
-use crate::commands::anonymize::MaskArgs;
+use crate::mask::MaskArgs;
 use crate::progress;
 use anyhow::{anyhow, bail, Context, Result};
 use image::RgbImage;

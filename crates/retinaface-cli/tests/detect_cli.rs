@@ -129,7 +129,7 @@ fn convert_onnx_gives_the_embedded_model() {
     );
     let embedded = std::fs::read(
         PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("../../models/retinaface-mobilenet0.25.safetensors"),
+            .join("../retinaface/models/retinaface-mobilenet0.25.safetensors"),
     )
     .unwrap();
     assert!(std::fs::read(&out_path).unwrap() == embedded);

@@ -257,6 +257,46 @@ pub struct LandmarkReport {
 }
 
 impl LandmarkReport {
+    /// The figures as one JSON object (counts, mean NME, failure rate and threshold).
+    pub fn summary_json(&self) -> String {
+        serde_json::json!({
+            "images": self.images,
+            "faces": self.faces,
+            "matched": self.matched,
+            "unmatched": self.unmatched,
+            "mean_nme": self.mean_nme,
+            "high_nme": self.high_nme,
+            "failure_rate": self.failure_rate,
+            "failure_threshold": self.failure_threshold,
+        })
+        .to_string()
+    }
+}
+
+/// The figures as three lines of text.
+impl std::fmt::Display for LandmarkReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mean = self
+            .mean_nme
+            .map_or_else(|| "n/a".to_string(), |m| format!("{:.3} %", m * 100.0));
+        write!(
+            f,
+            "images {}  faces with landmarks {}  matched {}  unmatched {}\n\
+             mean NME {mean}  (over matched faces; point error ÷ √(w·h) of the ground-truth box)\n\
+             failure rate {:.2} %  (NME > {} % on {} face(s), no match on {})\n",
+            self.images,
+            self.faces,
+            self.matched,
+            self.unmatched,
+            self.failure_rate * 100.0,
+            self.failure_threshold * 100.0,
+            self.high_nme,
+            self.unmatched,
+        )
+    }
+}
+
+impl LandmarkReport {
     /// The cumulative error distribution: `steps + 1` points `(x, fraction of faces with
     /// NME ≤ x)` for x from 0 to `max_nme`. Unmatched faces count in the denominator and never
     /// in the numerator.

@@ -49,6 +49,12 @@ pub enum Family {
     Df2s2,
 }
 
+impl Family {
+    fn is_retinaface(&self) -> bool {
+        *self == Family::RetinaFace
+    }
+}
+
 fn square() -> Vec<f32> {
     vec![1.0]
 }
@@ -130,8 +136,9 @@ impl AnchorConfig {
 /// Everything that fixes the network and the meaning of its outputs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelConfig {
-    /// RetinaFace or DF²S².
-    #[serde(default)]
+    /// RetinaFace or DF²S² (not written for RetinaFace, so files of the port's networks keep
+    /// the bytes they had before families existed).
+    #[serde(default, skip_serializing_if = "Family::is_retinaface")]
     pub family: Family,
     pub backbone: Backbone,
     /// FPN, SSH and head width.
@@ -391,16 +398,6 @@ impl ModelConfig {
             return Err("DF²S² has no deformable convolutions".into());
         }
         Ok(())
-    }
-
-    /// Guess the configuration of a file without one from its weight names: the port's
-    /// MobileNet-0.25 or ResNet-50 (which has `body.layer1…`).
-    pub fn infer(tensors: &crate::weights::NamedTensors) -> Self {
-        if tensors.keys().any(|k| k.starts_with("body.layer")) {
-            Self::resnet50()
-        } else {
-            Self::mobilenet025()
-        }
     }
 }
 

@@ -39,12 +39,12 @@ fn group_photo_has_six_faces_with_landmarks_inside() {
 fn embedded_model_is_convert_of_the_onnx() {
     let tensors = weights::read_file(&common::onnx_model()).unwrap();
     assert_eq!(tensors.len(), 112, "the port's export has 112 initializers");
-    let config = ModelConfig::infer(&tensors);
+    let config = retinaface::weights::infer_config(&tensors);
     let folded = model::folded_tensors(&config, &tensors).unwrap();
     let bytes = safetensors::write(&folded, &config).unwrap();
     assert!(
         bytes == weights::embedded::BYTES,
-        "models/retinaface-mobilenet0.25.safetensors is not `convert` of the ONNX"
+        "crates/retinaface/models/retinaface-mobilenet0.25.safetensors is not `convert` of the ONNX"
     );
 }
 
@@ -187,7 +187,7 @@ fn resnet50_builds_from_port_names_and_runs() {
     }
     assert!(tensors.contains_key("body.layer4.2.bn3.running_var"));
     assert!(tensors.contains_key("body.layer2.0.downsample.0.weight"));
-    assert_eq!(ModelConfig::infer(&tensors), config);
+    assert_eq!(retinaface::weights::infer_config(&tensors), config);
     let detector = Detector::new(&config, &tensors).unwrap();
     let img = image::RgbImage::from_fn(70, 50, |x, y| {
         image::Rgb([(x * 3) as u8, (y * 5) as u8, 90])

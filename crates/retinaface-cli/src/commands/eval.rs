@@ -12,7 +12,6 @@ use crate::progress;
 use anyhow::{bail, Context, Result};
 use retinaface::tta::Protocol;
 use retinaface::{DetectOptions, Detector};
-use retinaface_eval::landmarks::LandmarkReport;
 use retinaface_eval::widerface::{evaluate, EvalOptions, GroundTruth, ImageFilter, Predictions};
 use retinaface_eval::{evaluate_landmarks, LabelFile, LandmarkDetection, LandmarkEvalOptions};
 use std::collections::HashMap;
@@ -344,42 +343,9 @@ fn landmarks(a: LandmarkArgs) -> Result<ExitCode> {
         eprintln!("CED in {}", plot.display());
     }
     if a.json {
-        println!("{}", landmark_json(&report));
+        println!("{}", report.summary_json());
     } else {
-        print!("{}", landmark_text(&report));
+        print!("{report}");
     }
     Ok(ExitCode::SUCCESS)
-}
-
-fn landmark_json(r: &LandmarkReport) -> String {
-    serde_json::json!({
-        "images": r.images,
-        "faces": r.faces,
-        "matched": r.matched,
-        "unmatched": r.unmatched,
-        "mean_nme": r.mean_nme,
-        "high_nme": r.high_nme,
-        "failure_rate": r.failure_rate,
-        "failure_threshold": r.failure_threshold,
-    })
-    .to_string()
-}
-
-fn landmark_text(r: &LandmarkReport) -> String {
-    let mean = r
-        .mean_nme
-        .map_or_else(|| "n/a".to_string(), |m| format!("{:.3} %", m * 100.0));
-    format!(
-        "images {}  faces with landmarks {}  matched {}  unmatched {}\n\
-         mean NME {mean}  (over matched faces; point error ÷ √(w·h) of the ground-truth box)\n\
-         failure rate {:.2} %  (NME > {} % on {} face(s), no match on {})\n",
-        r.images,
-        r.faces,
-        r.matched,
-        r.unmatched,
-        r.failure_rate * 100.0,
-        r.failure_threshold * 100.0,
-        r.high_nme,
-        r.unmatched,
-    )
 }

@@ -245,18 +245,20 @@ fn universal_lines(text: &str) -> impl Iterator<Item = &str> {
     })
 }
 
-/// The text of a prediction file in the official format, as a detector would write it.
+/// The text of a prediction file in the official format, as a detector would write it
+/// (scores with ten decimals, as the reference detector writes them).
 pub fn format_prediction_file(image_name: &str, detections: &[WiderDetection]) -> String {
     use std::fmt::Write;
     let mut s = format!("{image_name}\n{}\n", detections.len());
     for d in detections {
-        let _ = writeln!(s, "{} {} {} {} {}", d.x, d.y, d.w, d.h, d.score);
+        let _ = writeln!(s, "{} {} {} {} {:.10}", d.x, d.y, d.w, d.h, d.score);
     }
     s
 }
 
 #[cfg(test)]
 mod tests {
+
     use super::*;
 
     fn parse(text: &str) -> Result<Vec<WiderDetection>, WiderError> {
@@ -320,7 +322,7 @@ mod tests {
             score: 0.987654321,
         }];
         let text = format_prediction_file("0_Parade_1", &d);
-        assert_eq!(text, "0_Parade_1\n1\n1.5 2 30 40.25 0.987654321\n");
+        assert_eq!(text, "0_Parade_1\n1\n1.5 2 30 40.25 0.9876543210\n");
         assert_eq!(parse(&text).unwrap(), d);
     }
 }

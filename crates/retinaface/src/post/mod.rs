@@ -30,6 +30,17 @@ impl Face {
     pub fn height(&self) -> f32 {
         self.bbox[3] - self.bbox[1]
     }
+    /// The face with x scaled by `sx` and y by `sy` (coordinates of a resized image back to
+    /// the original's).
+    pub fn scaled(&self, sx: f32, sy: f32) -> Face {
+        let [x1, y1, x2, y2] = self.bbox;
+        Face {
+            bbox: [x1 * sx, y1 * sy, x2 * sx, y2 * sy],
+            score: self.score,
+            landmarks: self.landmarks.map(|l| l.map(|[x, y]| [x * sx, y * sy])),
+        }
+    }
+
     /// Mirror horizontally in an image of width `w`, swapping left and right landmarks.
     pub fn flip_horizontal(&self, w: f32) -> Face {
         let [x1, y1, x2, y2] = self.bbox;

@@ -101,8 +101,18 @@ pub fn read_model_file(path: &Path) -> Result<(NamedTensors, ModelConfig), Weigh
         Some(Format::Safetensors) => safetensors::read_config(&bytes).map_err(in_file)?,
         _ => None,
     };
-    let config = stored.unwrap_or_else(|| ModelConfig::infer(&tensors));
+    let config = stored.unwrap_or_else(|| infer_config(&tensors));
     Ok((tensors, config))
+}
+
+/// The configuration of a file that does not store one, from its weight names: the port's
+/// MobileNet-0.25 or ResNet-50 (which has `body.layer1…`).
+pub fn infer_config(tensors: &NamedTensors) -> ModelConfig {
+    if tensors.keys().any(|k| k.starts_with("body.layer")) {
+        ModelConfig::resnet50()
+    } else {
+        ModelConfig::mobilenet025()
+    }
 }
 
 /// Read weights from bytes in any supported format.

@@ -6,8 +6,8 @@
 //! The protobuf is read by hand (no `protoc`): only the fields this needs.
 
 use super::{NamedTensors, Tensor, WeightsError};
+use crate::arch::{ConvSpec, Graph};
 use crate::config::ModelConfig;
-use crate::model::{ConvSpec, Network};
 use std::collections::HashMap;
 
 const FMT: &str = "ONNX";
@@ -291,7 +291,7 @@ fn map_graph(
     } else {
         ModelConfig::mobilenet025()
     };
-    let specs = Network::conv_specs(&config);
+    let specs = Graph::new(&config).layers;
     if specs.len() != convs.len() {
         return Err(WeightsError::Mismatch(format!(
             "the ONNX graph has {} distinct convolutions, the {:?} RetinaFace has {}",
