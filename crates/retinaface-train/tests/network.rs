@@ -391,8 +391,7 @@ fn deformable_convolution_matches_burn_in_value_and_gradients() {
             assert_eq!(y.dims(), [n, cout, oh, ow]);
             let r = tensor::<4>(upstream.clone(), vec![n, cout, oh, ow], &device);
             let grads = (y.clone() * r).sum().backward();
-            let g4 =
-                |t: &burn::tensor::Tensor<4>| t.grad(&grads).map(|g| values(g)).unwrap_or_default();
+            let g4 = |t: &burn::tensor::Tensor<4>| t.grad(&grads).map(&values).unwrap_or_default();
             let gb = bt
                 .grad(&grads)
                 .map(|g| {

@@ -86,6 +86,19 @@ mod tests {
     }
 
     #[test]
+    fn df2s2_anchors_have_two_ratios_keeping_the_area() {
+        let c = AnchorConfig::df2s2();
+        // Six levels, two anchors per cell: 2·(160² + 80² + 40² + 20² + 10² + 5²) at 640.
+        assert_eq!(count(&c, 640, 640), 2 * 34_125);
+        let p = priors(&c, 64, 64);
+        // Cell (0, 0) of P2: a 16×16 square, then the taller box of ratio 1.5, same area.
+        assert_eq!((p[0].w, p[0].h), (0.25, 0.25));
+        let (w, h) = (p[1].w * 64.0, p[1].h * 64.0);
+        assert!((h / w - 1.5).abs() < 1e-5 && (w * h - 256.0).abs() < 1e-3);
+        assert_eq!((p[1].cx, p[1].cy), (p[0].cx, p[0].cy));
+    }
+
+    #[test]
     fn first_priors_are_cell_major() {
         let p = priors(&AnchorConfig::port(), 64, 32);
         assert_eq!(

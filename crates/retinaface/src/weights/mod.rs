@@ -14,7 +14,7 @@ pub mod pickle;
 pub mod safetensors;
 pub mod torch;
 
-use crate::config::ModelConfig;
+use crate::config::{AnchorConfig, Backbone, Family, ModelConfig};
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -105,14 +105,43 @@ pub fn read_model_file(path: &Path) -> Result<(NamedTensors, ModelConfig), Weigh
     Ok((tensors, config))
 }
 
-/// The configuration of a file that does not store one, from its weight names: the port's
-/// MobileNet-0.25 or ResNet-50 (which has `body.layer1…`).
+/// The configuration of a file that does not store one (ONNX, PyTorch), from its weight names
+/// and shapes: the family (`ffp.*` is DF²S²), the backbone (`body.layer*`: a ResNet, its depth
+/// from the blocks of `layer3`), the pyramid (`fpn.output4`: C2–C5; `fpn.p6`: P6),
+/// deformable layers (`*.offset`), shared heads (`ClassHead.conv1x1`) and the neck's width.
+/// Anchors are each family's own. What does not fit fails later, naming the tensor.
 pub fn infer_config(tensors: &NamedTensors) -> ModelConfig {
-    if tensors.keys().any(|k| k.starts_with("body.layer")) {
-        ModelConfig::resnet50()
-    } else {
-        ModelConfig::mobilenet025()
+    let has = |prefix: &str| tensors.keys().any(|k| k.starts_with(prefix));
+    let mut c = ModelConfig::mobilenet025();
+    if has("body.layer") {
+        let blocks = (0..64)
+            .take_while(|i| has(&format!("body.layer3.{i}.")))
+            .count();
+        c.backbone = match blocks {
+            23 => Backbone::ResNet101,
+            36 => Backbone::ResNet152,
+            _ => Backbone::ResNet50,
+        };
+        c.fpn_channels = 256;
     }
+    let width = |name: &str| tensors.get(name).and_then(|t| t.shape.first().copied());
+    if has("ffp.") {
+        c.family = Family::Df2s2;
+        c.anchors = AnchorConfig::df2s2();
+        if let Some(w) = width("ffp.lateral1.0.weight") {
+            c.fpn_channels = w;
+        }
+        return c;
+    }
+    if let Some(w) = width("fpn.output1.0.weight") {
+        c.fpn_channels = w;
+    }
+    if has("fpn.output4.") && has("fpn.p6.") {
+        c.anchors = AnchorConfig::paper();
+    }
+    c.deformable = tensors.keys().any(|k| k.contains(".offset."));
+    c.shared_heads = has("ClassHead.conv1x1.");
+    c
 }
 
 /// Read weights from bytes in any supported format.
@@ -122,5 +151,43 @@ pub fn read_bytes(bytes: &[u8]) -> Result<NamedTensors, WeightsError> {
         Some(Format::TorchLegacy | Format::TorchZip) => torch::read(bytes),
         Some(Format::Safetensors) => safetensors::read(bytes),
         None => Err(WeightsError::UnknownFormat),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::arch::Graph;
+
+    /// A file of every family without its configuration (as PyTorch would save it) is
+    /// recognised from its names and shapes.
+    #[test]
+    fn every_family_is_recognised_from_its_tensor_names() {
+        for config in [
+            ModelConfig::mobilenet025(),
+            ModelConfig::resnet50(),
+            ModelConfig::resnet50_paper(),
+            ModelConfig::mobilenet025_paper(),
+            ModelConfig::df2s2_resnet50(),
+            ModelConfig::df2s2_mobilenet025(),
+            ModelConfig {
+                backbone: Backbone::ResNet101,
+                ..ModelConfig::resnet50()
+            },
+        ] {
+            let tensors: NamedTensors = Graph::new(&config)
+                .layers
+                .iter()
+                .map(|l| {
+                    let shape = l.weight_shape();
+                    let n = shape.iter().product();
+                    (
+                        format!("{}.weight", l.name),
+                        Tensor::new(shape, vec![0.0; n]),
+                    )
+                })
+                .collect();
+            assert_eq!(infer_config(&tensors), config);
+        }
     }
 }
