@@ -223,6 +223,19 @@ impl ModelConfig {
         }
     }
 
+    /// The networks the project ships configs for (`configs/`): the port's two, the paper's
+    /// RetinaFace on both backbones, DF²S² on both backbones.
+    pub fn families() -> [(&'static str, ModelConfig); 6] {
+        [
+            ("mobilenet0.25-port", Self::mobilenet025()),
+            ("resnet50-port", Self::resnet50()),
+            ("resnet50-paper", Self::resnet50_paper()),
+            ("mobilenet0.25-paper", Self::mobilenet025_paper()),
+            ("df2s2-resnet50", Self::df2s2_resnet50()),
+            ("df2s2-mobilenet0.25", Self::df2s2_mobilenet025()),
+        ]
+    }
+
     /// Output channels of the backbone at stride `step` (4, 8, 16 or 32): the C2…C5 maps.
     pub fn backbone_channels(&self, step: usize) -> Option<usize> {
         let c = match (self.backbone, step) {

@@ -226,14 +226,7 @@ mod tests {
 
     #[test]
     fn every_family_is_a_valid_graph() {
-        for config in [
-            ModelConfig::mobilenet025(),
-            ModelConfig::resnet50(),
-            ModelConfig::resnet50_paper(),
-            ModelConfig::mobilenet025_paper(),
-            ModelConfig::df2s2_resnet50(),
-            ModelConfig::df2s2_mobilenet025(),
-        ] {
+        for (_, config) in ModelConfig::families() {
             config.validate().unwrap();
             let g = Graph::new(&config);
             assert_eq!(g.levels.len(), config.levels());

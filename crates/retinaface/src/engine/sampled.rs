@@ -179,6 +179,19 @@ mod tests {
     use super::super::test_util::pseudo;
     use super::*;
 
+    /// The largest |a − b|; infinite when a value is not finite (a NaN never hides in a max).
+    fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+        assert_eq!(a.len(), b.len());
+        a.iter().zip(b).fold(0.0f32, |m, (x, y)| {
+            let d = (x - y).abs();
+            if d.is_finite() {
+                m.max(d)
+            } else {
+                f32::INFINITY
+            }
+        })
+    }
+
     /// Direct loops over taps and channels, with the sampling written out again.
     fn naive_deform(
         input: &Feature,
@@ -263,12 +276,7 @@ mod tests {
             conv.forward(&input, &offsets, &mut out, &mut g, &mut s);
             let want = naive_deform(&input, &offsets, &weight, &bias, cout, (3, stride, 1));
             assert_eq!((out.h, out.w, out.c), (want.h, want.w, want.c));
-            let diff = out
-                .data
-                .iter()
-                .zip(&want.data)
-                .map(|(a, b)| (a - b).abs())
-                .fold(0.0f32, f32::max);
+            let diff = max_diff(&out.data, &want.data);
             assert!(out.data.iter().all(|v| v.is_finite()));
             assert!(diff < 1e-4, "deformable differs by {diff}");
 
@@ -286,12 +294,7 @@ mod tests {
             );
             let mut want = Feature::default();
             plain.forward(&input, &mut want, &mut s);
-            let diff = out
-                .data
-                .iter()
-                .zip(&want.data)
-                .map(|(a, b)| (a - b).abs())
-                .fold(0.0f32, f32::max);
+            let diff = max_diff(&out.data, &want.data);
             assert!(
                 diff < 1e-4,
                 "zero offsets differ from the plain convolution by {diff}"

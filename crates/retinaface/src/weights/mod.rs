@@ -163,18 +163,12 @@ mod tests {
     /// recognised from its names and shapes.
     #[test]
     fn every_family_is_recognised_from_its_tensor_names() {
-        for config in [
-            ModelConfig::mobilenet025(),
-            ModelConfig::resnet50(),
-            ModelConfig::resnet50_paper(),
-            ModelConfig::mobilenet025_paper(),
-            ModelConfig::df2s2_resnet50(),
-            ModelConfig::df2s2_mobilenet025(),
-            ModelConfig {
-                backbone: Backbone::ResNet101,
-                ..ModelConfig::resnet50()
-            },
-        ] {
+        let resnet101 = ModelConfig {
+            backbone: Backbone::ResNet101,
+            ..ModelConfig::resnet50()
+        };
+        let families = ModelConfig::families().map(|(_, c)| c);
+        for config in families.into_iter().chain([resnet101]) {
             let tensors: NamedTensors = Graph::new(&config)
                 .layers
                 .iter()
