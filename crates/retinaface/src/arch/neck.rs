@@ -16,6 +16,29 @@ fn inputs(config: &ModelConfig, c: &[Value; 4]) -> Vec<(Value, usize)> {
         .collect()
 }
 
+/// 1×1 convolutions with BatchNorm bringing each backbone map to the neck's width
+/// (`<prefix>{i}.0`, `<prefix>{i}.1`, finest first).
+fn laterals(
+    g: &mut GraphBuilder,
+    config: &ModelConfig,
+    stages: &[(Value, usize)],
+    prefix: &str,
+) -> Vec<Value> {
+    let act = Activation::leaky(config.neck_slope());
+    let ch = config.fpn_channels;
+    stages
+        .iter()
+        .enumerate()
+        .map(|(i, &(x, cin))| {
+            let (conv, bn) = (
+                format!("{prefix}{}.0", i + 1),
+                format!("{prefix}{}.1", i + 1),
+            );
+            g.conv(ConvSpec::bn(&conv, &bn, cin, ch, 1, 1, act), x)
+        })
+        .collect()
+}
+
 /// FPN: 1×1 laterals (`fpn.output{i}`) to a common width, nearest upsample + add top-down,
 /// 3×3 merges (`fpn.merge{i}`; deformable in the paper's network); P6 (when the steps reach
 /// 64) a stride-2 3×3 convolution on C5 (`fpn.p6`). Pyramid levels, finest first.
@@ -24,17 +47,7 @@ pub(super) fn fpn(g: &mut GraphBuilder, config: &ModelConfig, c: &[Value; 4]) ->
     let ch = config.fpn_channels;
     let stages = inputs(config, c);
     let n = stages.len();
-    let mut p: Vec<Value> = stages
-        .iter()
-        .enumerate()
-        .map(|(i, &(x, cin))| {
-            let (conv, bn) = (
-                format!("fpn.output{}.0", i + 1),
-                format!("fpn.output{}.1", i + 1),
-            );
-            g.conv(ConvSpec::bn(&conv, &bn, cin, ch, 1, 1, act), x)
-        })
-        .collect();
+    let mut p = laterals(g, config, &stages, "fpn.output");
     // Top-down (merge2 before merge1, as the port lists them).
     for i in (0..n - 1).rev() {
         let sum = g.op(Op::UpsampleAdd {
@@ -82,21 +95,10 @@ pub(super) fn ssh(g: &mut GraphBuilder, config: &ModelConfig, p: &str, x: Value)
 /// convolution that doubles the resolution; the levels above C5 (steps 64, 128) by successive
 /// stride-2 max-pools of the last. Levels, finest first.
 pub(super) fn ffp(g: &mut GraphBuilder, config: &ModelConfig, c: &[Value; 4]) -> Vec<Value> {
-    let act = Activation::leaky(config.neck_slope());
     let ch = config.fpn_channels;
     let stages = inputs(config, c);
     let n = stages.len();
-    let mut phi: Vec<Value> = stages
-        .iter()
-        .enumerate()
-        .map(|(i, &(x, cin))| {
-            let (conv, bn) = (
-                format!("ffp.lateral{}.0", i + 1),
-                format!("ffp.lateral{}.1", i + 1),
-            );
-            g.conv(ConvSpec::bn(&conv, &bn, cin, ch, 1, 1, act), x)
-        })
-        .collect();
+    let mut phi = laterals(g, config, &stages, "ffp.lateral");
     for i in (0..n - 1).rev() {
         let up = ConvSpec {
             name: format!("ffp.up{}", i + 1),
