@@ -220,7 +220,7 @@ fn decode(net: &Network, ws: &Workspace, h: usize, w: usize, o: &DetectOptions) 
     let mut faces = Vec::new();
     for (level, &step) in config.anchors.steps.iter().enumerate() {
         let layout = net.head_layout(level);
-        let shapes: Vec<(f32, f32)> = config.anchors.shapes(level).collect();
+        let shapes = net.anchor_shapes(level);
         let out = &ws.heads[level];
         let width = layout.width();
         for (cell, px) in out.data.chunks_exact(width).enumerate() {

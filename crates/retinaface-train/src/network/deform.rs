@@ -77,20 +77,21 @@ pub fn deform_conv2d(
         .pad([(1, 1), (1, 1)], PadMode::Constant(0.0))
         .permute([0, 2, 3, 1])
         .reshape([b * ph * pw, c]);
-    let batch: Vec<f32> = (0..b)
-        .flat_map(|i| std::iter::repeat_n((i * ph * pw) as f32, oh * ow * kk))
+    // Row of each point's top-left corner, in integers (a float index stops being exact past
+    // 2²⁴ rows): its image's first row, then (y0 + 1, x0 + 1) in the bordered map.
+    let batch: Vec<i64> = (0..b)
+        .flat_map(|i| std::iter::repeat_n((i * ph * pw) as i64, oh * ow * kk))
         .collect();
-    let batch = Tensor::<1>::from_data(TensorData::new(batch, vec![n]), &device);
-    let index = |dy: f32, dx: f32| -> Tensor<1, Int> {
-        ((y0.clone() + (1.0 + dy)) * pw as f32 + (x0.clone() + (1.0 + dx)) + batch.clone()).int()
-    };
-    let corner = |dy: f32, dx: f32, wt: Tensor<1>| -> Tensor<2> {
+    let batch = Tensor::<1, Int>::from_data(TensorData::new(batch, vec![n]), &device);
+    let top_left = (y0.clone().int() + 1) * pw as i64 + (x0.clone().int() + 1) + batch;
+    let index = |dy: i64, dx: i64| -> Tensor<1, Int> { top_left.clone() + (dy * pw as i64 + dx) };
+    let corner = |dy: i64, dx: i64, wt: Tensor<1>| -> Tensor<2> {
         rows.clone().select(0, index(dy, dx)) * (wt * inside.clone()).reshape([n, 1])
     };
-    let sampled = corner(0.0, 0.0, hy.clone() * hx.clone())
-        + corner(0.0, 1.0, hy * lx.clone())
-        + corner(1.0, 0.0, ly.clone() * hx)
-        + corner(1.0, 1.0, ly * lx);
+    let sampled = corner(0, 0, hy.clone() * hx.clone())
+        + corner(0, 1, hy * lx.clone())
+        + corner(1, 0, ly.clone() * hx)
+        + corner(1, 1, ly * lx);
 
     // `[B·H'·W', k²·C] × [k²·C, O]`.
     let cols = sampled.reshape([b * oh * ow, kk * c]);

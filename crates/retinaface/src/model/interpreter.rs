@@ -23,6 +23,8 @@ pub(crate) struct Interpreter {
     needed: Vec<bool>,
     /// Per value, the last op that reads it (`usize::MAX` for head outputs).
     last_use: Vec<usize>,
+    /// Per level, the values concatenated into its head output.
+    heads: Vec<Vec<Value>>,
 }
 
 impl Interpreter {
@@ -69,11 +71,22 @@ impl Interpreter {
         for v in outputs {
             last_use[v] = usize::MAX;
         }
+        let heads = graph
+            .levels
+            .iter()
+            .map(|l| {
+                [Some(l.score), Some(l.boxes), l.landmarks]
+                    .into_iter()
+                    .flatten()
+                    .collect()
+            })
+            .collect();
         Ok(Interpreter {
             graph,
             layers,
             needed,
             last_use,
+            heads,
         })
     }
 
@@ -101,34 +114,12 @@ impl Interpreter {
                 }
             }
         }
-        ws.heads
-            .resize_with(self.graph.levels.len(), Feature::default);
-        for (level, heads) in self.graph.levels.iter().enumerate() {
-            let parts: Vec<Value> = [Some(heads.score), Some(heads.boxes), heads.landmarks]
-                .into_iter()
-                .flatten()
-                .collect();
-            let first = &ws.values[parts[0]];
-            let (h, w) = (first.h, first.w);
-            let width: usize = parts.iter().map(|&p| ws.values[p].c).sum();
-            let mut dst = std::mem::take(&mut ws.heads[level]);
-            dst.reshape(h, w, width);
-            let mut at = 0;
-            for &p in &parts {
-                let src = &ws.values[p];
-                for (d, s) in dst
-                    .data
-                    .chunks_exact_mut(width)
-                    .zip(src.data.chunks_exact(src.c))
-                {
-                    d[at..at + src.c].copy_from_slice(s);
-                }
-                at += src.c;
-            }
-            ws.heads[level] = dst;
+        ws.heads.resize_with(self.heads.len(), Feature::default);
+        for (parts, dst) in self.heads.iter().zip(ws.heads.iter_mut()) {
+            concat(parts.iter().map(|&v| &ws.values[v]), dst);
         }
         // Head outputs go back to the pool for the next pass.
-        for v in self.graph.head_values() {
+        for &v in self.heads.iter().flatten() {
             let dead = std::mem::take(&mut ws.values[v]);
             ws.pool.push(dead);
         }
@@ -187,19 +178,29 @@ impl Interpreter {
                 copy(get(*a), out);
                 gate(out, get(*b));
             }
-            Op::Concat { inputs } => {
-                let parts: Vec<&Feature> = inputs.iter().map(|&v| get(v)).collect();
-                let c: usize = parts.iter().map(|p| p.c).sum();
-                out.reshape(parts[0].h, parts[0].w, c);
-                let mut at = 0;
-                for p in parts {
-                    for (d, s) in out.data.chunks_exact_mut(c).zip(p.data.chunks_exact(p.c)) {
-                        d[at..at + p.c].copy_from_slice(s);
-                    }
-                    at += p.c;
-                }
-            }
+            Op::Concat { inputs } => concat(inputs.iter().map(|&v| get(v)), out),
         }
+    }
+}
+
+/// Maps of one size concatenated along the channels into `out`.
+fn concat<'f>(parts: impl Iterator<Item = &'f Feature> + Clone, out: &mut Feature) {
+    let c: usize = parts.clone().map(|p| p.c).sum();
+    let Some(first) = parts.clone().next() else {
+        return;
+    };
+    out.reshape(first.h, first.w, c);
+    let mut at = 0;
+    for p in parts {
+        assert_eq!(
+            (p.h, p.w),
+            (first.h, first.w),
+            "concatenated maps differ in size"
+        );
+        for (d, s) in out.data.chunks_exact_mut(c).zip(p.data.chunks_exact(p.c)) {
+            d[at..at + p.c].copy_from_slice(s);
+        }
+        at += p.c;
     }
 }
 

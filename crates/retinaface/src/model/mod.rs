@@ -50,6 +50,9 @@ enum Plan {
 pub struct Network {
     config: ModelConfig,
     plan: Plan,
+    /// Per level, the width and height of each anchor of a cell (computed once, read for
+    /// every candidate of every pass).
+    anchor_shapes: Vec<Vec<(f32, f32)>>,
 }
 
 /// Where each quantity sits in a level's head output: per pixel, the score logits of every
@@ -126,9 +129,13 @@ impl Network {
         } else {
             Plan::Graph(Interpreter::new(graph, tensors)?)
         };
+        let anchor_shapes = (0..config.levels())
+            .map(|l| config.anchors.shapes(l).collect())
+            .collect();
         Ok(Network {
             config: config.clone(),
             plan,
+            anchor_shapes,
         })
     }
 
@@ -149,6 +156,11 @@ impl Network {
             scores: self.config.score_values(),
             landmarks: self.config.has_landmarks(),
         }
+    }
+
+    /// Width and height (pixels) of each anchor of a cell on `level`, in output order.
+    pub fn anchor_shapes(&self, level: usize) -> &[(f32, f32)] {
+        &self.anchor_shapes[level]
     }
 
     /// Whether this network runs on the fused plan of the port's networks.

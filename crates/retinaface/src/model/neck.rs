@@ -75,13 +75,14 @@ impl Ssh {
     /// The description's five layers of one module, in the port's order: `conv3X3`,
     /// `conv5X5_1`, `conv5X5_2`, `conv7X7_2`, `conv7x7_3`.
     pub fn new(b: &mut Builder) -> Result<Self, WeightsError> {
+        // The module's input width, read by `conv3X3` and `conv5X5_1`.
+        let cin = b.peek().map_or(0, |s| s.cin);
         let mut load = || {
             b.next_loaded()
                 .map(|(spec, w, bias)| (w, bias, vec![spec.act; spec.cout]))
         };
         let (c3, c5_1, c5_2, c7_2, c7_3) = (load()?, load()?, load()?, load()?, load()?);
         let (half, quarter) = (c3.1.len(), c5_1.1.len());
-        let cin = c3.0.len() / (9 * half);
         let fuse = |parts: &[&Loaded], ci: usize| {
             let cat = |f: &dyn Fn(&Loaded) -> Vec<f32>| {
                 parts.iter().flat_map(|p| f(p)).collect::<Vec<f32>>()
