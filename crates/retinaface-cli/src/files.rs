@@ -1,7 +1,11 @@
-//! Collecting inputs: files named on the command line are always tried; folders are walked
-//! recursively and their files taken by extension.
+//! Collecting inputs: files named on the command line are always tried (if they are regular
+//! files); folders are walked recursively and their files taken by extension. Planning
+//! outputs: one distinct path per input, never an input's, written atomically.
 
-use std::path::{Path, PathBuf};
+use anyhow::{bail, Context, Result};
+use std::collections::{HashMap, HashSet};
+use std::io::Write;
+use std::path::{Component, Path, PathBuf};
 use std::process::ExitCode;
 
 /// Image extensions taken from folders.
@@ -21,6 +25,18 @@ pub fn collect_reported(args: &[PathBuf], exts: &[&str]) -> (Vec<Input>, Vec<(Pa
     let (inputs, failures) = collect(args, exts);
     for (p, e) in &failures {
         eprintln!("error: {}: {e}", p.display());
+    }
+    for arg in args.iter().filter(|a| a.is_dir()) {
+        if !inputs
+            .iter()
+            .any(|i| i.in_folder && i.path.starts_with(arg))
+        {
+            eprintln!(
+                "warning: {}: no file with a known extension ({}) in this folder",
+                arg.display(),
+                exts.join(", ")
+            );
+        }
     }
     (inputs, failures)
 }
@@ -55,16 +71,196 @@ impl Input {
             .unwrap_or_default()
     }
 
-    /// Where an output for this input goes under `dir`, with extension `ext` (CONVENTIONS:
-    /// named files → `DIR/<stem>.<ext>`; files under a folder keep their relative path).
-    pub fn output_path(&self, dir: &Path, ext: &str) -> PathBuf {
+    /// The input's extension, lower case (`png` when it has none).
+    pub fn extension(&self) -> String {
+        self.path
+            .extension()
+            .and_then(|e| e.to_str())
+            .unwrap_or("png")
+            .to_ascii_lowercase()
+    }
+
+    /// The output name before disambiguation: the path under its folder, or the stem of a
+    /// named file, with extension `ext`.
+    fn base_name(&self, ext: &str) -> PathBuf {
         let rel = if self.in_folder {
             self.name.clone()
         } else {
             PathBuf::from(self.stem())
         };
-        dir.join(rel).with_extension(ext)
+        rel.with_extension(ext)
     }
+}
+
+/// One output name per input (relative to an output folder), all distinct: files under a
+/// folder keep their relative path, named files their stem (CONVENTIONS); when two inputs
+/// would get the same name (`a.jpg` in two folders, or `a.jpg` and `a.png` written as PNG),
+/// the later ones get `-2`, `-3`, … before the extension. Names are compared without case, so
+/// they stay distinct on case-insensitive file systems too.
+pub fn output_names(inputs: &[Input], ext: impl Fn(&Input) -> String) -> Vec<PathBuf> {
+    let mut taken: HashSet<String> = HashSet::new();
+    let key = |p: &Path| p.to_string_lossy().to_lowercase();
+    // Every first-choice name is reserved first, so a disambiguated name never takes one.
+    let bases: Vec<PathBuf> = inputs.iter().map(|i| i.base_name(&ext(i))).collect();
+    let firsts: HashSet<String> = bases.iter().map(|b| key(b)).collect();
+    let mut names = Vec::with_capacity(inputs.len());
+    for base in bases {
+        let stem = base
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let numbered = |n: usize| match base.extension() {
+            Some(e) => base.with_file_name(format!("{stem}-{n}.{}", e.to_string_lossy())),
+            None => base.with_file_name(format!("{stem}-{n}")),
+        };
+        let mut name = base.clone();
+        let mut n = 2;
+        while taken.contains(&key(&name)) {
+            // A numbered name never takes another input's first choice.
+            name = numbered(n);
+            n += 1;
+            while firsts.contains(&key(&name)) {
+                name = numbered(n);
+                n += 1;
+            }
+        }
+        taken.insert(key(&name));
+        names.push(name);
+    }
+    names
+}
+
+/// An absolute, normalised form of `path` whether or not it exists: the longest existing
+/// ancestor resolved (symbolic links followed), the rest appended.
+pub fn normalize(path: &Path) -> PathBuf {
+    let abs = if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        std::env::current_dir().unwrap_or_default().join(path)
+    };
+    let mut rest = Vec::new();
+    let mut base = abs.as_path();
+    loop {
+        if let Ok(c) = base.canonicalize() {
+            let mut out = c;
+            for part in rest.iter().rev() {
+                out.push(part);
+            }
+            return out;
+        }
+        match (base.parent(), base.file_name()) {
+            (Some(parent), Some(name)) => {
+                rest.push(name.to_os_string());
+                base = parent;
+            }
+            _ => break,
+        }
+    }
+    // Nothing exists (not even the root): a lexical clean-up.
+    let mut out = PathBuf::new();
+    for c in abs.components() {
+        match c {
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::CurDir => {}
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Refuse, before any work, outputs that would overwrite an input (e.g. `--out` the inputs'
+/// own folder): `outputs` are the planned output files.
+pub fn refuse_overwriting_inputs(inputs: &[Input], outputs: &[PathBuf]) -> Result<()> {
+    let sources: HashMap<PathBuf, &Path> = inputs
+        .iter()
+        .map(|i| (normalize(&i.path), i.path.as_path()))
+        .collect();
+    for out in outputs {
+        if let Some(src) = sources.get(&normalize(out)) {
+            bail!(
+                "the output {} would overwrite the input {}: choose an output folder outside the inputs",
+                out.display(),
+                src.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Create the output folder and check that files can be written in it, before any work.
+pub fn prepare_output_dir(dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let probe = dir.join(format!(".retinaface-probe-{}", std::process::id()));
+    std::fs::write(&probe, b"").with_context(|| format!("cannot write into {}", dir.display()))?;
+    let _ = std::fs::remove_file(&probe);
+    Ok(())
+}
+
+/// Check an output file named by a flag (`--json`, `--csv`, …) before any work: `-` (standard
+/// output) when `stdout` allows it, else an extension from `exts`, not an input, in a folder
+/// that exists and is writable.
+pub fn check_output_file(
+    flag: &str,
+    path: &Path,
+    exts: &[&str],
+    stdout: bool,
+    inputs: &[Input],
+) -> Result<()> {
+    if path == Path::new("-") {
+        if stdout {
+            return Ok(());
+        }
+        bail!("{flag} needs a file name here, not `-`");
+    }
+    if !has_extension(path, exts) {
+        bail!(
+            "{flag} {}: expected a .{} file",
+            path.display(),
+            exts.join(" or .")
+        );
+    }
+    if path.is_dir() {
+        bail!("{flag} {} is a folder", path.display());
+    }
+    refuse_overwriting_inputs(inputs, &[path.to_path_buf()])?;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    if !dir.is_dir() {
+        bail!(
+            "{flag} {}: the folder {} does not exist",
+            path.display(),
+            dir.display()
+        );
+    }
+    prepare_output_dir(dir).with_context(|| format!("{flag} {}", path.display()))
+}
+
+/// Write `bytes` to `path` through a temporary file in the same folder renamed into place: an
+/// interrupted run leaves the previous file or none, never half of one.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.partial-{}", std::process::id()));
+    let result = std::fs::File::create(&tmp).and_then(|mut f| {
+        f.write_all(bytes)?;
+        f.sync_data()
+    });
+    if let Err(e) = result.and_then(|()| std::fs::rename(&tmp, path)) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e).with_context(|| format!("cannot write {}", path.display()));
+    }
+    Ok(())
 }
 
 fn has_extension(p: &Path, exts: &[&str]) -> bool {
@@ -103,7 +299,11 @@ pub fn collect(args: &[PathBuf], exts: &[&str]) -> (Vec<Input>, Vec<(PathBuf, St
                     in_folder: true,
                 });
             }
-        } else if arg.exists() {
+        } else if let Ok(meta) = std::fs::metadata(arg) {
+            if !meta.is_file() {
+                errors.push((arg.clone(), not_regular(&meta.file_type()).into()));
+                continue;
+            }
             inputs.push(Input {
                 path: arg.clone(),
                 name: arg.clone(),
@@ -114,6 +314,26 @@ pub fn collect(args: &[PathBuf], exts: &[&str]) -> (Vec<Input>, Vec<(PathBuf, St
         }
     }
     (inputs, errors)
+}
+
+/// Why a named path that is not a folder is refused: reading a FIFO blocks, a device may
+/// never end.
+fn not_regular(t: &std::fs::FileType) -> &'static str {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        if t.is_fifo() {
+            return "a FIFO, not a regular file";
+        }
+        if t.is_socket() {
+            return "a socket, not a regular file";
+        }
+        if t.is_block_device() || t.is_char_device() {
+            return "a device, not a regular file";
+        }
+    }
+    let _ = t;
+    "not a regular file"
 }
 
 /// `", N failed"` for a batch's summary line; empty when nothing failed.

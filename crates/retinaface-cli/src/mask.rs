@@ -1,5 +1,6 @@
 //! The anonymisation options photos and videos share (`anonymize`'s flags).
 
+use crate::model::ModelArgs;
 use crate::output;
 use anyhow::{bail, Result};
 use image::RgbImage;
@@ -41,6 +42,10 @@ pub struct MaskArgs {
     /// Detect on a copy resized by this factor (0 < F ≤ 1), mask at full size.
     #[arg(long, default_value_t = 1.0)]
     pub scale: f32,
+    /// Also detect in the frame turned by 90°, 180° and 270° (people lying down, upside-down
+    /// frames) and merge: four passes instead of one.
+    #[arg(long)]
+    pub rotations: bool,
 }
 
 impl MaskArgs {
@@ -75,12 +80,23 @@ impl MaskArgs {
         Ok(())
     }
 
-    /// Faces of `img`, detected at `--scale` and mapped back to full size.
-    pub fn detect(&self, detector: &Detector, img: &RgbImage) -> Result<Vec<Face>> {
-        let options = DetectOptions {
+    /// Faces of `img`, detected at `--scale` (and in the rotated frames with `--rotations`),
+    /// mapped back to full size.
+    pub fn detect(
+        &self,
+        detector: &Detector,
+        img: &RgbImage,
+        model: &ModelArgs,
+    ) -> Result<Vec<Face>> {
+        let options = model.limit(DetectOptions {
             threshold: self.threshold,
             ..Default::default()
-        };
+        });
+        if self.rotations {
+            return Ok(retinaface::tta::detect_rotations(
+                detector, img, self.scale, &options,
+            )?);
+        }
         Ok(detector.detect_scaled(img, self.scale, &options)?)
     }
 

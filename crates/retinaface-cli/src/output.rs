@@ -38,7 +38,7 @@ pub fn write_wider(path: &Path, stem: &str, faces: &[Face]) -> Result<()> {
         })
         .collect();
     let s = format_prediction_file(stem, &detections);
-    std::fs::write(path, s).with_context(|| format!("cannot write {}", path.display()))
+    crate::files::write_atomic(path, s.as_bytes())
 }
 
 /// Write the JSON array of records to a file or `-` (stdout).
@@ -49,10 +49,98 @@ pub fn write_json(target: &Path, records: &[Record]) -> Result<()> {
         writeln!(out, "{json}")?;
         out.flush()?;
     } else {
-        std::fs::write(target, json + "\n")
-            .with_context(|| format!("cannot write {}", target.display()))?;
+        crate::files::write_atomic(target, (json + "\n").as_bytes())?;
     }
     Ok(())
+}
+
+/// One CSV row per face: image, face index, score, box corners, landmarks (empty when the
+/// model predicts none), to a file or `-`.
+pub fn write_csv(target: &Path, records: &[Record]) -> Result<()> {
+    let mut text = String::from("image,face,score,x1,y1,x2,y2");
+    for k in 0..5 {
+        text.push_str(&format!(",lm{k}_x,lm{k}_y"));
+    }
+    text.push('\n');
+    for r in records {
+        let image = csv_field(&r.image);
+        for (k, f) in r.faces.iter().enumerate() {
+            let [x1, y1, x2, y2] = f.bbox;
+            text.push_str(&format!(
+                "{image},{k},{:.5},{x1:.2},{y1:.2},{x2:.2},{y2:.2}",
+                f.score
+            ));
+            for p in 0..5 {
+                match f.landmarks {
+                    Some(l) => text.push_str(&format!(",{:.2},{:.2}", l[p][0], l[p][1])),
+                    None => text.push_str(",,"),
+                }
+            }
+            text.push('\n');
+        }
+    }
+    if target == Path::new("-") {
+        let mut out = std::io::stdout().lock();
+        out.write_all(text.as_bytes())?;
+        out.flush()?;
+        Ok(())
+    } else {
+        crate::files::write_atomic(target, text.as_bytes())
+    }
+}
+
+/// A CSV field, quoted when it holds a comma, a quote or a line break (RFC 4180).
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+/// Without an output flag: each photo and its faces, readable, on standard output.
+pub fn print_summary(records: &[Record]) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    for r in records {
+        writeln!(
+            out,
+            "{} ({}×{}): {} face(s)",
+            r.image,
+            r.width,
+            r.height,
+            r.faces.len()
+        )?;
+        for f in &r.faces {
+            let [x1, y1, x2, y2] = f.bbox.map(|v| v.round() as i64);
+            writeln!(
+                out,
+                "  score {:.3}  box ({x1}, {y1})–({x2}, {y2})  {}×{} px",
+                f.score,
+                x2 - x1,
+                y2 - y1
+            )?;
+        }
+    }
+    out.flush()?;
+    Ok(())
+}
+
+/// Save a drawing in the format of its extension (JPEG at quality 95), atomically.
+pub fn save_image(img: &RgbImage, path: &Path) -> Result<()> {
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    let mut bytes = std::io::Cursor::new(Vec::new());
+    let result = if ext == "jpg" || ext == "jpeg" {
+        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut bytes, 95).encode_image(img)
+    } else {
+        let format = image::ImageFormat::from_extension(&ext).unwrap_or(image::ImageFormat::Png);
+        img.write_to(&mut bytes, format)
+    };
+    result.with_context(|| format!("cannot encode {}", path.display()))?;
+    crate::files::write_atomic(path, bytes.get_ref())
 }
 
 /// Boxes, scores and landmarks drawn on a copy of the image.

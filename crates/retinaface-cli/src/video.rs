@@ -2,6 +2,7 @@
 //! frames detected at once, masks held across frames, audio copied.
 
 use crate::mask::MaskArgs;
+use crate::model::ModelArgs;
 use crate::progress;
 use anyhow::{anyhow, bail, Context, Result};
 use image::RgbImage;
@@ -357,15 +358,25 @@ pub fn anonymize(
     output: &Path,
     mask: &MaskArgs,
     v: &VideoArgs,
+    model: &ModelArgs,
     threads: usize,
 ) -> Result<()> {
-    if let Some(dir) = output.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    }
+    let dir = match output.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    // Encoded beside the output under a temporary name (its extension kept: ffmpeg picks the
+    // container by it), renamed into place once complete.
+    let name = output
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let partial = dir.join(format!(".partial-{}-{name}", std::process::id()));
     let probe = probe(input)?;
-    let mut encoder = Encoder::open(input, output, &probe, probe.has_audio && !v.no_audio)?;
+    let mut encoder = Encoder::open(input, &partial, &probe, probe.has_audio && !v.no_audio)?;
     let mut hold = Hold::new(v.hold);
-    let detect = |d: &Detector, img: &RgbImage| mask.detect(d, img);
+    let detect = |d: &Detector, img: &RgbImage| mask.detect(d, img, model);
     let result = for_each_batch(detector, input, threads, &detect, |_, batch| {
         for (mut img, faces) in batch {
             let boxes = hold.push(faces.iter().map(|f| f.bbox).collect());
@@ -375,11 +386,12 @@ pub fn anonymize(
         Ok(())
     });
     let finished = encoder.finish();
-    if result.is_err() {
-        let _ = std::fs::remove_file(output);
+    if result.is_err() || finished.is_err() {
+        let _ = std::fs::remove_file(&partial);
     }
     result?;
-    finished
+    finished?;
+    std::fs::rename(&partial, output).with_context(|| format!("cannot write {}", output.display()))
 }
 
 /// Detect faces in every frame; `sink` gets (frame index, time in seconds, faces).

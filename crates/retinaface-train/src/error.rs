@@ -27,6 +27,9 @@ pub enum TrainError {
     Image { path: PathBuf, reason: String },
     #[error("checkpoint {path}: {reason}")]
     Checkpoint { path: PathBuf, reason: String },
+    /// The loss became NaN or infinite: training stops instead of writing a broken model.
+    #[error("the loss is {loss} at step {step}: training diverged (lower the learning rate, or resume from an earlier checkpoint)")]
+    Diverged { step: usize, loss: f32 },
     #[error("device: {0}")]
     Device(String),
 }

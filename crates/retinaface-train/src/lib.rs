@@ -6,6 +6,7 @@
 //! [`data`] reads WIDER FACE annotations and augments; [`trainer`] runs SGD with checkpoints
 //! and exports what `retinaface detect` loads.
 
+pub mod checkpoint;
 pub mod error;
 pub mod network;
 

@@ -2,6 +2,7 @@
 //! accumulation, checkpoints with exact resume, a JSON-lines metrics log, and the export that
 //! `retinaface detect` loads.
 
+use crate::checkpoint;
 use crate::config::{BatchNormSetting, DeviceKind, TrainConfig};
 use crate::data::{Batch, Dataset, Loader};
 use crate::loss::multibox_loss;
@@ -171,9 +172,11 @@ impl Trainer {
             path: dir.clone(),
             reason,
         };
-        let state = std::fs::read_to_string(dir.join("state.json"))
-            .map_err(|e| TrainError::io(dir.join("state.json"), e))?;
-        let progress: Progress = serde_json::from_str(&state).map_err(|e| bad(e.to_string()))?;
+        let file = |name: &str| -> Result<Vec<u8>, TrainError> {
+            checkpoint::read(&dir.join(name)).map_err(|e| bad(e.to_string()))
+        };
+        let progress = checkpoint::parse_state(&file("state.json")?)
+            .map_err(|e| bad(format!("state.json: {e}")))?;
         let device = device(config.run.device)?;
         let mode = if progress.bn_train {
             BatchNormSetting::Train
@@ -184,15 +187,20 @@ impl Trainer {
         // restores the parameters with their ids, which the optimiser's state is keyed by.
         let unfolded = retinaface::weights::read_file(&dir.join("model.safetensors"))
             .map_err(|e| bad(format!("model.safetensors: {e}")))?;
+        if let Some(name) = checkpoint::first_non_finite(&unfolded) {
+            return Err(bad(format!(
+                "model.safetensors: tensor `{name}` holds NaN or infinite values"
+            )));
+        }
         let b = LayerBuilder::from_tensors(&device, &unfolded);
         let mut model = Model::build(&config.model.model_config(), with_bn(b, mode))?;
-        model.net = model
-            .net
-            .try_load_file(dir.join("model.bpk"))
-            .map_err(|e| bad(format!("model: {e}")))?;
-        let optim = optimizer(&config)
-            .load(dir.join("optim.bpk"))
-            .map_err(|e| bad(format!("optimiser: {e}")))?;
+        let record = checkpoint::parse_model(file("model.bpk")?)
+            .map_err(|e| bad(format!("model.bpk: {e}")))?;
+        let net = model.net;
+        model.net = checkpoint::guarded(|| net.try_load_record(record).map_err(|e| e.to_string()))
+            .map_err(|e| bad(format!("model.bpk: {e}")))?;
+        let optim = checkpoint::load_optimizer(file("optim.bpk")?, optimizer(&config))
+            .map_err(|e| bad(format!("optim.bpk: {e}")))?;
         let loader = Arc::new(make_loader(&config)?);
         Ok(Trainer {
             config,
@@ -229,7 +237,8 @@ impl Trainer {
         self.steps_per_epoch() * self.config.optim.epochs
     }
 
-    /// Train until the configured epochs are done (or `max_steps` more steps, if given),
+    /// Train until the configured epochs are done (or until optimiser step `max_steps`, counted
+    /// from the start of the run, if given),
     /// checkpointing on the way and at the end; `on_step` sees every step.
     pub fn run(
         &mut self,
@@ -247,10 +256,7 @@ impl Trainer {
             .create(true)
             .open(self.out.join("metrics.jsonl"))
             .map_err(|e| TrainError::io(self.out.join("metrics.jsonl"), e))?;
-        let first_step = self.progress.step;
-        while self.progress.epoch < epochs
-            && max_steps.is_none_or(|m| self.progress.step - first_step < m)
-        {
+        while self.progress.epoch < epochs && max_steps.is_none_or(|m| self.progress.step < m) {
             let t0 = Instant::now();
             let epoch_f =
                 self.progress.epoch as f64 + self.progress.batch as f64 / per_epoch as f64;
@@ -276,10 +282,17 @@ impl Trainer {
                     continue;
                 }
                 let l = self.forward_loss(&batch);
+                let value = l.total.clone().into_scalar::<f32>();
+                if !value.is_finite() {
+                    return Err(TrainError::Diverged {
+                        step: self.progress.step + 1,
+                        loss: value,
+                    });
+                }
                 let scaled = l.total.clone() / accumulate as f32;
                 let grads = GradientsParams::from_grads(scaled.backward(), &self.model.net);
                 acc.accumulate(&self.model.net, grads);
-                loss += l.total.into_scalar::<f32>() / accumulate as f32;
+                loss += value / accumulate as f32;
                 class += l.class / accumulate as f32;
                 boxes += l.boxes / accumulate as f32;
                 lms += l.landmarks / accumulate as f32;

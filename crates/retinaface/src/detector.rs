@@ -21,7 +21,19 @@ pub struct DetectOptions {
     pub top_k: usize,
     /// Faces kept after NMS.
     pub keep: usize,
+    /// Large photos: a photo whose long side exceeds this is detected on a copy with this
+    /// long side (bilinear), faces mapped back. At full resolution a large photo's textures
+    /// (sleeves, machinery, foliage) reach the scale of the network's smallest anchors and
+    /// score as faces; see the README's measurement. `None`: always full resolution (the
+    /// WIDER FACE protocol). Passes of a test-time protocol ([`crate::tta`]) have their own
+    /// sizes and ignore it.
+    pub max_side: Option<u32>,
+    /// Largest pass in pixels (width × height): a larger one is refused, never allocated.
+    pub max_image_pixels: u64,
 }
+
+/// The default long side of the single pass on large photos (see [`DetectOptions::max_side`]).
+pub const DEFAULT_MAX_SIDE: u32 = 2000;
 
 impl Default for DetectOptions {
     fn default() -> Self {
@@ -30,6 +42,8 @@ impl Default for DetectOptions {
             nms: 0.4,
             top_k: 5000,
             keep: 750,
+            max_side: Some(DEFAULT_MAX_SIDE),
+            max_image_pixels: crate::input::DEFAULT_MAX_PIXELS,
         }
     }
 }
@@ -47,6 +61,24 @@ impl DetectOptions {
             return Err(Error::InvalidOption(format!(
                 "NMS IoU {} is outside [0, 1]",
                 self.nms
+            )));
+        }
+        if self.max_side == Some(0) {
+            return Err(Error::InvalidOption(
+                "the large-photo side limit must be positive (None for full resolution)".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Refuse a pass of `w`×`h` above [`DetectOptions::max_image_pixels`].
+    pub fn check_pass(&self, w: u32, h: u32) -> Result<(), Error> {
+        let pixels = u64::from(w) * u64::from(h);
+        if pixels > self.max_image_pixels {
+            return Err(Error::InvalidOption(format!(
+                "a pass of {w}×{h} ({pixels} pixels) is above the limit of {} pixels \
+                 (--max-image-pixels)",
+                self.max_image_pixels
             )));
         }
         Ok(())
@@ -124,13 +156,34 @@ impl Detector {
         &self.network
     }
 
-    /// Detect faces in an RGB image at its own size.
+    /// Detect faces in an RGB image: at its own size, or, when its long side exceeds
+    /// [`DetectOptions::max_side`], on a copy of that long side.
     pub fn detect(&self, image: &RgbImage, options: &DetectOptions) -> Result<Vec<Face>, Error> {
         options.validate()?;
         let (w, h) = image.dimensions();
         if w == 0 || h == 0 {
             return Ok(Vec::new());
         }
+        if let Some(side) = options.max_side {
+            let long = w.max(h);
+            if long > side {
+                let k = f64::from(side) / f64::from(long);
+                let (pw, ph) = crate::input::resize::scaled_size(w, h, k);
+                options.check_pass(pw, ph)?;
+                let small = crate::input::resize::resize_bilinear(image, pw, ph);
+                let full = DetectOptions {
+                    max_side: None,
+                    ..options.clone()
+                };
+                let (sx, sy) = (w as f32 / pw as f32, h as f32 / ph as f32);
+                return Ok(self
+                    .detect(&small, &full)?
+                    .iter()
+                    .map(|f| f.scaled(sx, sy))
+                    .collect());
+            }
+        }
+        options.check_pass(w, h)?;
         Ok(self.with_workspace(|ws, input| {
             crate::input::to_tensor_into(image, self.config().mean_bgr, input);
             self.network.forward(input, ws);

@@ -32,6 +32,12 @@ pub enum WeightsError {
         #[source]
         source: std::io::Error,
     },
+    /// The file could not be read (absent, not a regular file, too large).
+    #[error(transparent)]
+    Read(#[from] Box<ImageError>),
+    /// The parser panicked on the bytes (caught): the file is damaged.
+    #[error("damaged weights file: the parser failed ({0})")]
+    ParserPanic(String),
     /// The bytes are not a weights format we know.
     #[error("unknown weights format (expected ONNX, PyTorch .pth or safetensors)")]
     UnknownFormat,
@@ -54,6 +60,9 @@ pub enum WeightsError {
     /// A tensor holds a data type we cannot convert to f32.
     #[error("tensor `{name}` has unsupported data type {dtype}")]
     DType { name: String, dtype: String },
+    /// The file holds another network (another detector's weights: SCRFD, YuNet, …).
+    #[error("not a RetinaFace model: {0}")]
+    NotRetinaFace(String),
     /// The file's structure does not match the model (e.g. the ONNX graph has other layers).
     #[error("weights do not match the model: {0}")]
     Mismatch(String),
@@ -97,4 +106,17 @@ pub enum ImageError {
         #[source]
         source: std::io::Error,
     },
+    /// Only regular files are read (a FIFO or a device could block or never end).
+    #[error("{path}: {kind}, not a regular file")]
+    NotAFile { path: PathBuf, kind: &'static str },
+    /// The file is larger than the input size limit.
+    #[error("{path}: file is {bytes} bytes, above the limit of {max_bytes}")]
+    FileTooLarge {
+        path: PathBuf,
+        bytes: u64,
+        max_bytes: u64,
+    },
+    /// The decoder crate panicked on this file (a bug of the decoder, caught).
+    #[error("{path}: cannot decode image: the decoder failed on malformed data ({message})")]
+    DecoderPanic { path: PathBuf, message: String },
 }

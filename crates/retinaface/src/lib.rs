@@ -22,6 +22,7 @@ pub mod config;
 pub mod detector;
 pub mod engine;
 pub mod error;
+pub mod guard;
 pub mod input;
 pub mod model;
 pub mod post;

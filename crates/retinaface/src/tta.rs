@@ -189,6 +189,14 @@ pub fn detect(
         return Ok(Vec::new());
     }
     let passes = protocol.plan(w, h);
+    // Every pass is checked before the first allocation; each runs at its own size.
+    for pass in &passes {
+        options.check_pass(pass.width, pass.height)?;
+    }
+    let options = &DetectOptions {
+        max_side: None,
+        ..options.clone()
+    };
     let mut all: Vec<Face> = Vec::new();
     let mut resized: Option<((u32, u32), Cow<RgbImage>)> = None;
     for pass in &passes {
@@ -299,4 +307,48 @@ fn weighted_mean(cluster: &[Face]) -> Face {
         score: best,
         landmarks: has_landmarks.then(|| l.map(|p| [(p[0] / sw) as f32, (p[1] / sw) as f32])),
     }
+}
+
+/// Maps a point (x, y) of a turned image back to the original of size (w, h).
+type BackMap = fn(f32, f32, f32, f32) -> [f32; 2];
+
+/// Detect in `image` and in its copies turned by 90°, 180° and 270° (faces of people lying
+/// down, upside-down frames), each detected at `scale` (0 < scale ≤ 1), the faces mapped back
+/// and merged by NMS. Landmarks are mapped back too (their order follows the turned face).
+pub fn detect_rotations(
+    detector: &Detector,
+    image: &RgbImage,
+    scale: f32,
+    options: &DetectOptions,
+) -> Result<Vec<Face>, Error> {
+    let (w, h) = (image.width() as f32, image.height() as f32);
+    let mut all = detector.detect_scaled(image, scale, options)?;
+    // For each turn: the turned image, and the map from its coordinates back to `image`'s.
+    let turns: [(RgbImage, BackMap); 3] = [
+        // 90° clockwise: (x, y) in the turned image is (y, h − x) in the original.
+        (image::imageops::rotate90(image), |x, y, _w, h| [y, h - x]),
+        (image::imageops::rotate180(image), |x, y, w, h| {
+            [w - x, h - y]
+        }),
+        (image::imageops::rotate270(image), |x, y, w, _h| [w - y, x]),
+    ];
+    for (turned, back) in turns {
+        for f in detector.detect_scaled(&turned, scale, options)? {
+            let [x1, y1, x2, y2] = f.bbox;
+            let a = back(x1, y1, w, h);
+            let b = back(x2, y2, w, h);
+            all.push(Face {
+                bbox: [
+                    a[0].min(b[0]),
+                    a[1].min(b[1]),
+                    a[0].max(b[0]),
+                    a[1].max(b[1]),
+                ],
+                score: f.score,
+                landmarks: f.landmarks.map(|l| l.map(|p| back(p[0], p[1], w, h))),
+            });
+        }
+    }
+    all.sort_by(|a, b| b.score.total_cmp(&a.score));
+    Ok(nms(&all, options.nms, options.keep))
 }

@@ -6,7 +6,7 @@ use crate::progress;
 use anyhow::{Context, Result};
 use retinaface::{align, DetectOptions, Detector};
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 #[derive(clap::Args)]
@@ -35,25 +35,38 @@ pub fn run(a: Args) -> Result<ExitCode> {
     if a.size < 16 || a.size > 4096 {
         anyhow::bail!("--size {} is outside 16..=4096", a.size);
     }
-    let options = DetectOptions {
+    let options = a.model.limit(DetectOptions {
         threshold: a.threshold,
         ..Default::default()
-    };
+    });
     options.validate()?;
-    let detector = a.model.load_with_threads(a.model.threads())?;
+    let detector = a.model.load_with_threads(a.model.threads()?)?;
     if !detector.config().has_landmarks() {
         anyhow::bail!(
             "alignment needs landmarks, and this model ({}) predicts none",
             detector.config().summary()
         );
     }
-    std::fs::create_dir_all(&a.out)
-        .with_context(|| format!("cannot create {}", a.out.display()))?;
     let (inputs, mut failures) = files::collect_reported(&a.paths, files::IMAGE_EXTENSIONS);
+    // Each photo's crops are `<name>_<k>.png` with a distinct `<name>` per photo; the crops
+    // and transforms.json must not be inputs.
+    let names = files::output_names(&inputs, |_| "png".into());
+    let bases: Vec<PathBuf> = names.iter().map(|n| a.out.join(n)).collect();
+    let transforms_path = a.out.join("transforms.json");
+    files::refuse_overwriting_inputs(&inputs, std::slice::from_ref(&transforms_path))?;
+    files::prepare_output_dir(&a.out)?;
     let bar = progress::bar(inputs.len(), "images");
     let mut transforms = BTreeMap::new();
-    for input in &inputs {
-        match crops(&detector, input, &a, &options) {
+    for (input, base) in inputs.iter().zip(&bases) {
+        let result =
+            retinaface::guard::catch(|| crops(&detector, input, base, &inputs, &a, &options))
+                .unwrap_or_else(|panic| {
+                    Err(anyhow::anyhow!(
+                        "{}: internal error: {panic}",
+                        input.path.display()
+                    ))
+                });
+        match result {
             Ok(list) => transforms.extend(list),
             Err(e) => {
                 bar.suspend(|| eprintln!("error: {e:#}"));
@@ -63,9 +76,8 @@ pub fn run(a: Args) -> Result<ExitCode> {
         bar.inc(1);
     }
     bar.finish_and_clear();
-    let path = a.out.join("transforms.json");
-    std::fs::write(&path, serde_json::to_string_pretty(&transforms)? + "\n")
-        .with_context(|| format!("cannot write {}", path.display()))?;
+    let json = serde_json::to_string_pretty(&transforms)? + "\n";
+    files::write_atomic(&transforms_path, json.as_bytes())?;
     eprintln!(
         "{} crop(s) written to {}{}",
         transforms.len(),
@@ -79,17 +91,19 @@ pub fn run(a: Args) -> Result<ExitCode> {
 fn crops(
     detector: &Detector,
     input: &Input,
+    base: &Path,
+    inputs: &[Input],
     a: &Args,
     options: &DetectOptions,
 ) -> Result<Vec<(String, align::Affine)>> {
-    let img = retinaface::input::load_image(&input.path)?;
-    let faces = detector.detect(&img, options)?;
-    let base = input.output_path(&a.out, "png");
-    let dir = base
-        .parent()
-        .map(PathBuf::from)
-        .unwrap_or_else(|| a.out.clone());
-    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let img = a.model.load_image(&input.path)?;
+    let faces = detector
+        .detect(&img, options)
+        .with_context(|| input.path.display().to_string())?;
+    let stem = base
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let mut out = Vec::new();
     for (k, face) in faces
         .iter()
@@ -98,9 +112,9 @@ fn crops(
     {
         let (crop, m) = align::align_face(&img, face, a.size)
             .context("a face without landmarks cannot be aligned")?;
-        let path = dir.join(format!("{}_{k}.png", input.stem()));
-        crop.save(&path)
-            .with_context(|| format!("cannot write {}", path.display()))?;
+        let path = base.with_file_name(format!("{stem}_{k}.png"));
+        files::refuse_overwriting_inputs(inputs, std::slice::from_ref(&path))?;
+        crate::output::save_image(&image::DynamicImage::ImageRgb8(crop).into_rgb8(), &path)?;
         let name = path
             .strip_prefix(&a.out)
             .unwrap_or(&path)

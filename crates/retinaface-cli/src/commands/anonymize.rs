@@ -6,7 +6,7 @@ use crate::mask::MaskArgs;
 use crate::model::ModelArgs;
 use crate::{progress, video};
 use anyhow::{Context, Result};
-use image::RgbImage;
+use retinaface::anonymize::file::Photo;
 use retinaface::Detector;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -17,7 +17,9 @@ pub struct Args {
     #[arg(required = true)]
     paths: Vec<PathBuf>,
     /// Output folder: named files go to `DIR/<stem>.<ext>`, files under a folder keep their
-    /// relative path. Outputs keep the input's format and size; no metadata is copied.
+    /// relative path (same names get `-2`, `-3`…). It may not hold the inputs themselves.
+    /// Outputs keep the input's format, size, bit depth, alpha and ICC profile; no other
+    /// metadata is copied; JPEGs change only in the blocks the masks touch.
     #[arg(long)]
     out: PathBuf,
     #[command(flatten)]
@@ -30,19 +32,38 @@ pub struct Args {
 
 pub fn run(a: Args) -> Result<ExitCode> {
     a.mask.validate()?;
-    std::fs::create_dir_all(&a.out)
-        .with_context(|| format!("cannot create {}", a.out.display()))?;
+    let threads = a.model.threads()?;
     let (inputs, mut failures) = files::collect_reported(&a.paths, &files::media_extensions());
-    let threads = a.model.threads();
-    let (photos, videos): (Vec<&Input>, Vec<&Input>) =
-        inputs.iter().partition(|i| !video::is_video(&i.path));
+    // Every output is planned, and checked against the inputs, before anything is written.
+    let names = files::output_names(&inputs, Input::extension);
+    let outputs: Vec<PathBuf> = names.iter().map(|n| a.out.join(n)).collect();
+    files::refuse_overwriting_inputs(&inputs, &outputs)?;
+    files::prepare_output_dir(&a.out)?;
+    type Jobs<'a> = Vec<(&'a Input, &'a PathBuf)>;
+    let (photos, videos): (Jobs, Jobs) = inputs
+        .iter()
+        .zip(&outputs)
+        .partition(|(i, _)| !video::is_video(&i.path));
+    let mut written = 0;
     if !photos.is_empty() {
         let detector = a.model.load_with_threads(threads)?;
         let bar = progress::bar(photos.len(), "photos");
-        for input in photos {
-            if let Err(e) = photo(&detector, input, &a) {
-                bar.suspend(|| eprintln!("error: {e:#}"));
-                failures.push((input.path.clone(), e.to_string()));
+        for (input, out) in photos {
+            let result = retinaface::guard::catch(|| photo(&detector, input, out, &a))
+                .unwrap_or_else(|panic| {
+                    Err(anyhow::anyhow!(
+                        "{}: internal error: {panic}",
+                        input.path.display()
+                    ))
+                });
+            match result {
+                Ok(()) => written += 1,
+                Err(e) => {
+                    // Each error names its file once (decoding errors carry the path).
+                    let e = format!("{e:#}");
+                    bar.suspend(|| eprintln!("error: {e}"));
+                    failures.push((input.path.clone(), e));
+                }
             }
             bar.inc(1);
         }
@@ -51,64 +72,47 @@ pub fn run(a: Args) -> Result<ExitCode> {
     if !videos.is_empty() {
         // Videos run several frames at once, one thread each.
         let detector = a.model.load_with_threads(0)?;
-        for input in videos {
-            let ext = input
-                .path
-                .extension()
-                .and_then(|e| e.to_str())
-                .unwrap_or("mp4")
-                .to_ascii_lowercase();
-            let out = input.output_path(&a.out, &ext);
-            if let Err(e) =
-                video::anonymize(&detector, &input.path, &out, &a.mask, &a.video, threads)
-            {
-                eprintln!("error: {}: {e:#}", input.path.display());
-                failures.push((input.path.clone(), e.to_string()));
+        for (input, out) in videos {
+            match video::anonymize(
+                &detector,
+                &input.path,
+                out,
+                &a.mask,
+                &a.video,
+                &a.model,
+                threads,
+            ) {
+                Ok(()) => written += 1,
+                Err(e) => {
+                    eprintln!("error: {}: {e:#}", input.path.display());
+                    failures.push((input.path.clone(), e.to_string()));
+                }
             }
         }
     }
     eprintln!(
-        "{} file(s) anonymised into {}{}",
-        inputs.len() - failures.len().min(inputs.len()),
+        "{written} file(s) anonymised into {}{}",
         a.out.display(),
         files::failed_suffix(&failures)
     );
     Ok(files::exit_code(&failures))
 }
 
-fn photo(detector: &Detector, input: &Input, a: &Args) -> Result<()> {
-    let mut img = retinaface::input::load_image(&input.path)?;
-    let faces = a.mask.detect(detector, &img)?;
+/// One photo: decoded keeping what a faithful output needs, masked, written like its input
+/// (see `retinaface::anonymize::file`) through a temporary file.
+fn photo(detector: &Detector, input: &Input, out: &Path, a: &Args) -> Result<()> {
+    let bytes =
+        retinaface::input::read_input_file(&input.path, retinaface::input::DEFAULT_MAX_FILE_BYTES)?;
+    let photo = Photo::decode(&bytes, &input.path, a.model.max_image_pixels)?;
+    let mut img = photo.rgb.clone();
+    let faces = a
+        .mask
+        .detect(detector, &img, &a.model)
+        .with_context(|| input.path.display().to_string())?;
     let boxes: Vec<[f32; 4]> = faces.iter().map(|f| f.bbox).collect();
     a.mask.apply(&mut img, &boxes, &faces);
-    let ext = input
-        .path
-        .extension()
-        .and_then(|e| e.to_str())
-        .unwrap_or("png")
-        .to_ascii_lowercase();
-    save(&img, &input.output_path(&a.out, &ext))
-}
-
-/// Save in the format of the extension (JPEG at quality 95), with no metadata.
-pub fn save(img: &RgbImage, path: &Path) -> Result<()> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    }
-    let ext = path
-        .extension()
-        .and_then(|e| e.to_str())
-        .unwrap_or("")
-        .to_ascii_lowercase();
-    let result = if ext == "jpg" || ext == "jpeg" {
-        std::fs::File::create(path)
-            .map_err(image::ImageError::IoError)
-            .and_then(|f| {
-                let mut w = std::io::BufWriter::new(f);
-                image::codecs::jpeg::JpegEncoder::new_with_quality(&mut w, 95).encode_image(img)
-            })
-    } else {
-        img.save(path)
-    };
-    result.with_context(|| format!("cannot write {}", path.display()))
+    let (encoded, _) = photo
+        .encode(&bytes, &img)
+        .map_err(|e| anyhow::anyhow!("{}: cannot encode the output: {e}", input.path.display()))?;
+    files::write_atomic(out, &encoded)
 }

@@ -51,7 +51,7 @@ fn stats(mut v: Vec<f64>) -> (f64, f64) {
 }
 
 pub fn run(a: Args) -> Result<ExitCode> {
-    let threads = a.model.threads();
+    let threads = a.model.threads()?;
     let detector = a.model.load_with_threads(threads)?;
     let runs = a.runs.max(1);
     let mut rows = Vec::new();

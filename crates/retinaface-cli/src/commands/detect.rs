@@ -49,6 +49,10 @@ pub struct DetectArgs {
     /// --max-pixels 4.5e6` (each may still be given to change it).
     #[arg(long)]
     pub tta: bool,
+    /// Also detect in the photo turned by 90°, 180° and 270° and merge (faces of people
+    /// lying down, upside-down frames): four passes.
+    #[arg(long, conflicts_with_all = ["scales", "tta", "resize", "flip", "vote"])]
+    pub rotations: bool,
 }
 
 impl DetectArgs {
@@ -59,6 +63,7 @@ impl DetectArgs {
             nms: self.nms,
             top_k: self.top_k,
             keep: self.keep,
+            ..DetectOptions::default()
         }
     }
 
@@ -121,6 +126,20 @@ pub fn detect_image(
     Ok(tta::detect(detector, img, options, protocol)?)
 }
 
+/// Detect with the flags: the protocol, or the four turns with `--rotations`.
+fn detect_with(
+    detector: &Detector,
+    img: &RgbImage,
+    options: &DetectOptions,
+    protocol: &Protocol,
+    rotations: bool,
+) -> Result<Vec<Face>> {
+    if rotations {
+        return Ok(tta::detect_rotations(detector, img, 1.0, options)?);
+    }
+    detect_image(detector, img, options, protocol)
+}
+
 #[derive(clap::Args)]
 pub struct Args {
     /// Image files or folders (searched recursively).
@@ -129,6 +148,10 @@ pub struct Args {
     /// Write a JSON array of records here (`-` for standard output).
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Write one CSV row per face here (`-` for standard output): image, face index, score,
+    /// box corners and the five landmarks.
+    #[arg(long)]
+    csv: Option<PathBuf>,
     /// Write the photos with boxes and landmarks drawn into this folder.
     #[arg(long)]
     draw: Option<PathBuf>,
@@ -146,19 +169,57 @@ pub struct Args {
     model: ModelArgs,
 }
 
+/// Where each photo's outputs go, planned before any work.
+struct Plan {
+    /// `--draw` file per photo.
+    draw: Vec<Option<PathBuf>>,
+    /// `--wider` file per photo, or why the photo has none (another photo's file).
+    wider: Vec<Option<Result<PathBuf, String>>>,
+}
+
 pub fn run(a: Args) -> Result<ExitCode> {
     let shown_threshold = a.detect.threshold.unwrap_or(0.5);
     let run_threshold = a
         .detect
         .threshold
         .unwrap_or(if a.wider.is_some() { 0.02 } else { 0.5 });
-    let options = a.detect.options(run_threshold);
+    let mut options = a.model.limit(a.detect.options(run_threshold));
+    if a.wider.is_some() {
+        // The WIDER FACE protocol detects at the original scale.
+        options.max_side = None;
+    }
     options.validate()?;
     let protocol = a.detect.protocol()?;
-    let threads = a.model.threads();
+    refuse_impossible_passes(&protocol, options.max_image_pixels)?;
+    let threads = a.model.threads()?;
     let (inputs, mut failures) = files::collect_reported(&a.paths, &files::media_extensions());
     let (videos, inputs): (Vec<Input>, Vec<Input>) =
         inputs.into_iter().partition(|i| video::is_video(&i.path));
+    check_video_flags(&a, &videos)?;
+    let all: Vec<Input> = inputs.iter().chain(&videos).cloned().collect();
+    for (flag, target) in [
+        ("--json", &a.json),
+        ("--csv", &a.csv),
+        ("--jsonl", &a.jsonl),
+    ] {
+        if let Some(t) = target {
+            let exts: &[&str] = match flag {
+                "--csv" => &["csv"],
+                "--jsonl" => &["jsonl", "json"],
+                _ => &["json"],
+            };
+            files::check_output_file(flag, t, exts, true, &all)?;
+        }
+    }
+    if [&a.json, &a.csv, &a.jsonl]
+        .iter()
+        .filter(|t| t.as_deref() == Some(std::path::Path::new("-")))
+        .count()
+        > 1
+    {
+        anyhow::bail!("only one of --json, --csv and --jsonl can write to standard output");
+    }
+    let plan = plan_outputs(&a, &inputs)?;
     // Throughput: several images run at once, one thread each, which beat threads within
     // one image on the 145 validation images (see README); a single image gets all threads.
     let parallel = inputs.len() > 1 && threads > 1;
@@ -169,27 +230,34 @@ pub fn run(a: Args) -> Result<ExitCode> {
         .num_threads(threads)
         .build()?;
     let bar = progress::bar(inputs.len(), "images");
+    let job = |k: usize| {
+        let input = &inputs[k];
+        let r = retinaface::guard::catch(|| {
+            process(
+                &detector,
+                input,
+                &a,
+                &options,
+                &protocol,
+                shown_threshold,
+                &plan,
+                k,
+            )
+        })
+        .unwrap_or_else(|panic| {
+            Err(anyhow::anyhow!(
+                "{}: internal error: {panic}",
+                input.path.display()
+            ))
+        });
+        bar.inc(1);
+        r
+    };
     let results: Vec<Result<Record>> = if parallel {
         use rayon::prelude::*;
-        pool.install(|| {
-            inputs
-                .par_iter()
-                .map(|input| {
-                    let r = process(&detector, input, &a, &options, &protocol, shown_threshold);
-                    bar.inc(1);
-                    r
-                })
-                .collect()
-        })
+        pool.install(|| (0..inputs.len()).into_par_iter().map(job).collect())
     } else {
-        inputs
-            .iter()
-            .map(|input| {
-                let r = process(&detector, input, &a, &options, &protocol, shown_threshold);
-                bar.inc(1);
-                r
-            })
-            .collect()
+        (0..inputs.len()).map(job).collect()
     };
     let mut records = Vec::with_capacity(inputs.len());
     let mut faces_total = 0;
@@ -208,6 +276,12 @@ pub fn run(a: Args) -> Result<ExitCode> {
     bar.finish_and_clear();
     if let Some(target) = &a.json {
         output::write_json(target, &records)?;
+    }
+    if let Some(target) = &a.csv {
+        output::write_csv(target, &records)?;
+    }
+    if a.json.is_none() && a.csv.is_none() && a.draw.is_none() && a.wider.is_none() {
+        output::print_summary(&records)?;
     }
     if !videos.is_empty() {
         let video_detector = a.model.load_with_threads(0)?;
@@ -230,6 +304,100 @@ pub fn run(a: Args) -> Result<ExitCode> {
         files::failed_suffix(&failures)
     );
     Ok(files::exit_code(&failures))
+}
+
+/// A resize whose every pass is above the pixel limit whatever the photo (`short:100000`
+/// makes at least 10¹⁰ pixels) is refused before any work.
+fn refuse_impossible_passes(protocol: &Protocol, max_pixels: u64) -> Result<()> {
+    for size in &protocol.sizes {
+        let least = match *size {
+            Resize::Original => continue,
+            Resize::Short(s) => u64::from(s) * u64::from(s),
+            Resize::Long(s) => u64::from(s),
+        };
+        if least > max_pixels {
+            anyhow::bail!(
+                "{size} makes passes of at least {least} pixels, above --max-image-pixels {max_pixels}"
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Videos are detected frame by frame in one plain pass, and write JSON lines only: the
+/// flags that would be ignored for them are refused when videos are among the inputs.
+fn check_video_flags(a: &Args, videos: &[Input]) -> Result<()> {
+    let Some(first) = videos.first() else {
+        return Ok(());
+    };
+    let d = &a.detect;
+    let flags = [
+        ("--tta", d.tta),
+        ("--rotations", d.rotations),
+        ("--scales", d.scales.is_some()),
+        ("--resize", d.resize.is_some()),
+        ("--flip", d.flip),
+        ("--vote", d.vote),
+        ("--max-pixels", d.max_pixels.is_some()),
+        ("--draw", a.draw.is_some()),
+        ("--wider", a.wider.is_some()),
+        ("--csv", a.csv.is_some()),
+    ];
+    if let Some((flag, _)) = flags.iter().find(|(_, on)| *on) {
+        anyhow::bail!(
+            "{flag} applies to photos only, and {} is a video: give videos in a separate run",
+            first.path.display()
+        );
+    }
+    if a.jsonl.is_none() && a.json.as_deref() == Some(std::path::Path::new("-")) {
+        anyhow::bail!(
+            "--json - writes the photos' JSON array; give --jsonl FILE (or -) for the frames of {}",
+            first.path.display()
+        );
+    }
+    Ok(())
+}
+
+/// Output paths of every photo: drawings keep the input's relative path (disambiguated
+/// names, never an input), WIDER files are `<event>/<stem>.txt` and a second photo with the
+/// same event and stem fails instead of overwriting the first one's.
+fn plan_outputs(a: &Args, inputs: &[Input]) -> Result<Plan> {
+    let mut plan = Plan {
+        draw: vec![None; inputs.len()],
+        wider: vec![None; inputs.len()],
+    };
+    if let Some(dir) = &a.draw {
+        let names = files::output_names(inputs, Input::extension);
+        let paths: Vec<PathBuf> = names.iter().map(|n| dir.join(n)).collect();
+        files::refuse_overwriting_inputs(inputs, &paths)?;
+        files::prepare_output_dir(dir)?;
+        plan.draw = paths.into_iter().map(Some).collect();
+    }
+    if let Some(dir) = &a.wider {
+        let mut seen: std::collections::HashMap<PathBuf, &std::path::Path> = Default::default();
+        let mut paths = Vec::new();
+        for input in inputs {
+            let p = dir
+                .join(input.event())
+                .join(format!("{}.txt", input.stem()));
+            if let Some(first) = seen.get(&p) {
+                paths.push(Some(Err(format!(
+                    "{}: its WIDER file {} would overwrite that of {}",
+                    input.path.display(),
+                    p.display(),
+                    first.display()
+                ))));
+            } else {
+                seen.insert(p.clone(), &input.path);
+                paths.push(Some(Ok(p)));
+            }
+        }
+        let planned: Vec<PathBuf> = paths.iter().flatten().flatten().cloned().collect();
+        files::refuse_overwriting_inputs(inputs, &planned)?;
+        files::prepare_output_dir(dir)?;
+        plan.wider = paths;
+    }
+    Ok(plan)
 }
 
 /// A video frame's detections (one JSON line).
@@ -279,7 +447,7 @@ fn detect_video(
     video::detect(
         detector,
         &input.path,
-        a.model.threads(),
+        a.model.threads()?,
         options,
         |frame, time_s, faces| {
             let faces: Vec<&Face> = faces.iter().filter(|f| f.score > shown).collect();
@@ -297,6 +465,7 @@ fn detect_video(
     Ok(())
 }
 
+#[allow(clippy::too_many_arguments)]
 fn process(
     detector: &Detector,
     input: &Input,
@@ -304,31 +473,23 @@ fn process(
     options: &DetectOptions,
     protocol: &Protocol,
     shown: f32,
+    plan: &Plan,
+    k: usize,
 ) -> Result<Record> {
-    let img = retinaface::input::load_image(&input.path)?;
-    let faces = detect_image(detector, &img, options, protocol)?;
-    if let Some(dir) = &a.wider {
-        let path = dir
-            .join(input.event())
-            .join(format!("{}.txt", input.stem()));
-        output::write_wider(&path, &input.stem(), &faces)?;
+    let wider = match &plan.wider[k] {
+        Some(Err(conflict)) => anyhow::bail!("{conflict}"),
+        Some(Ok(path)) => Some(path),
+        None => None,
+    };
+    let img = a.model.load_image(&input.path)?;
+    let faces = detect_with(detector, &img, options, protocol, a.detect.rotations)
+        .with_context(|| input.path.display().to_string())?;
+    if let Some(path) = wider {
+        output::write_wider(path, &input.stem(), &faces)?;
     }
     let shown_faces: Vec<Face> = faces.into_iter().filter(|f| f.score > shown).collect();
-    if let Some(dir) = &a.draw {
-        let ext = input
-            .path
-            .extension()
-            .and_then(|e| e.to_str())
-            .unwrap_or("png")
-            .to_ascii_lowercase();
-        let path = input.output_path(dir, &ext);
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent)
-                .with_context(|| format!("cannot create {}", parent.display()))?;
-        }
-        output::draw(&img, &shown_faces)
-            .save(&path)
-            .with_context(|| format!("cannot write {}", path.display()))?;
+    if let Some(path) = &plan.draw[k] {
+        output::save_image(&output::draw(&img, &shown_faces), path)?;
     }
     Ok(Record {
         image: input.name.to_string_lossy().into_owned(),

@@ -161,10 +161,14 @@ fn widerface(a: WiderArgs) -> Result<ExitCode> {
                 }
             };
             let threshold = a.detect.threshold.unwrap_or(EVAL_THRESHOLD);
-            let options = a.detect.options(threshold);
+            // Evaluation protocols detect at the original scale.
+            let options = DetectOptions {
+                max_side: None,
+                ..a.model.limit(a.detect.options(threshold))
+            };
             options.validate()?;
             let protocol = a.detect.protocol()?;
-            let threads = a.model.threads();
+            let threads = a.model.threads()?;
             let detector = a.model.load_with_threads(threads)?;
             let timing = detect_to_wider(&detector, images, &dir, &options, &protocol)?;
             timing.log(&protocol, threads);
@@ -191,6 +195,27 @@ fn widerface(a: WiderArgs) -> Result<ExitCode> {
         iou_threshold: a.iou,
         images: filter,
     };
+    if a.images.is_none() {
+        // Without --images every ground-truth image counts; a missing file is a missed image.
+        let total = gt.image_count();
+        let found: usize = gt
+            .events
+            .iter()
+            .map(|e| {
+                e.images
+                    .iter()
+                    .filter(|i| preds.get(&e.name, &i.name).is_some())
+                    .count()
+            })
+            .sum();
+        if total > 0 && found * 2 < total {
+            eprintln!(
+                "warning: only {found} of the {total} ground-truth images have a prediction file; \
+                 the others count as images where nothing was found. Give --images DIR to \
+                 evaluate on a subset"
+            );
+        }
+    }
     let report = evaluate(&gt, &preds, &opts)?;
     if !report.unknown_images.is_empty() {
         eprintln!(
@@ -240,7 +265,7 @@ fn detect_to_wider(
     let bar = progress::bar(inputs.len(), "images");
     let start = Instant::now();
     for input in &inputs {
-        let img = retinaface::input::load_image(&input.path)?;
+        let img = retinaface::input::load_image_limited(&input.path, options.max_image_pixels)?;
         let faces = detect_image(detector, &img, options, protocol)
             .with_context(|| format!("{}", input.path.display()))?;
         let path = dir
@@ -272,10 +297,14 @@ fn landmarks(a: LandmarkArgs) -> Result<ExitCode> {
         bail!("{}: not a folder", a.images.display());
     }
     let threshold = a.detect.threshold.unwrap_or(EVAL_THRESHOLD);
-    let options = a.detect.options(threshold);
+    // Evaluation protocols detect at the original scale.
+    let options = DetectOptions {
+        max_side: None,
+        ..a.model.limit(a.detect.options(threshold))
+    };
     options.validate()?;
     let protocol = a.detect.protocol()?;
-    let threads = a.model.threads();
+    let threads = a.model.threads()?;
     let detector = a.model.load_with_threads(threads)?;
     if !detector.config().has_landmarks() {
         bail!(
@@ -288,7 +317,7 @@ fn landmarks(a: LandmarkArgs) -> Result<ExitCode> {
     let mut detections: HashMap<String, Vec<LandmarkDetection>> = HashMap::new();
     for image in &labels.images {
         let path = a.images.join(&image.path);
-        let img = retinaface::input::load_image(&path).with_context(|| {
+        let img = a.model.load_image(&path).with_context(|| {
             format!(
                 "image '{}' of {} (looked for in {})",
                 image.path,

@@ -6,6 +6,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use retinaface_train::config::{DeviceKind, TrainConfig};
 use retinaface_train::data::AugmentConfig;
 use retinaface_train::trainer::Trainer;
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -56,7 +57,8 @@ pub struct Args {
     /// Turn off cropping, flipping and colour distortion (images padded to a square).
     #[arg(long)]
     no_augment: bool,
-    /// Stop after this many optimiser steps (a checkpoint is written; `--resume` goes on).
+    /// Stop at this optimiser step, counted from the start of the run (a checkpoint is
+    /// written; `--resume` goes on, and with `--max-steps` stops at that step).
     #[arg(long)]
     max_steps: Option<usize>,
     /// Continue the run in `--out` (or the config's folder) from its latest checkpoint, with
@@ -139,7 +141,15 @@ pub fn run(a: Args) -> Result<ExitCode> {
             String::new()
         }
     );
-    let bar = ProgressBar::new(trainer.total_steps() as u64);
+    // Without a terminal (a log file, a CI job) the bar is replaced by progress lines, at
+    // most one per 10 seconds, and the last one.
+    let terminal = std::io::stderr().is_terminal();
+    let mut last_line = std::time::Instant::now();
+    let bar = if terminal {
+        ProgressBar::new(trainer.total_steps() as u64)
+    } else {
+        ProgressBar::hidden()
+    };
     bar.set_position(p.step as u64);
     bar.set_style(
         ProgressStyle::with_template("{bar:30} {pos}/{len} steps eta {eta} {msg}")
@@ -153,10 +163,15 @@ pub fn run(a: Args) -> Result<ExitCode> {
         }
         skipped += r.skipped.len();
         bar.set_position(r.step as u64);
-        bar.set_message(format!(
+        let message = format!(
             "epoch {} loss {:.3} (cls {:.3} box {:.3} lm {:.3}) lr {:.1e} {:.1} img/s",
             r.epoch, r.loss, r.class, r.boxes, r.landmarks, r.lr, r.images_per_s
-        ));
+        );
+        if !terminal && (last_line.elapsed().as_secs() >= 10 || r.step == r.steps) {
+            eprintln!("step {}/{}: {message}", r.step, r.steps);
+            last_line = std::time::Instant::now();
+        }
+        bar.set_message(message);
         last = Some(r.clone());
     })?;
     bar.finish_and_clear();

@@ -48,7 +48,7 @@ extern "C-unwind" fn emit_message(cinfo: &mut mozjpeg_sys::jpeg_common_struct, l
     }
 }
 
-fn error_manager() -> mozjpeg_sys::jpeg_error_mgr {
+pub(crate) fn error_manager() -> mozjpeg_sys::jpeg_error_mgr {
     // SAFETY: jpeg_std_error fills every field of a zeroed manager.
     let mut err: mozjpeg_sys::jpeg_error_mgr = unsafe { std::mem::zeroed() };
     unsafe { mozjpeg_sys::jpeg_std_error(&mut err) };

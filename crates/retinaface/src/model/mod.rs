@@ -124,6 +124,19 @@ impl Network {
     pub fn new(config: &ModelConfig, tensors: &NamedTensors) -> Result<Self, WeightsError> {
         config.validate().map_err(WeightsError::Mismatch)?;
         let graph = Graph::new(config);
+        // No layer of the description among the tensors: another network's file.
+        if !graph
+            .layers
+            .iter()
+            .any(|l| tensors.contains_key(&format!("{}.weight", l.name)))
+        {
+            let names: Vec<&str> = tensors.keys().take(3).map(String::as_str).collect();
+            return Err(WeightsError::NotRetinaFace(format!(
+                "none of its {} tensors has a RetinaFace layer's name (first: {})",
+                tensors.len(),
+                names.join(", ")
+            )));
+        }
         let plan = if config.is_port() {
             Plan::Port(PortPlan::new(config, &graph, tensors)?)
         } else {

@@ -79,6 +79,9 @@ impl Format {
     }
 }
 
+/// The largest weights file read: a ResNet-152 in float64 is about 0.5 GB.
+pub const MAX_FILE_BYTES: u64 = 2 << 30;
+
 /// Read any supported weights file into named tensors with the port's names (ONNX
 /// initializers are mapped to those names by the graph's structure).
 pub fn read_file(path: &Path) -> Result<NamedTensors, WeightsError> {
@@ -88,10 +91,7 @@ pub fn read_file(path: &Path) -> Result<NamedTensors, WeightsError> {
 /// Read a weights file with the model configuration it holds: the one stored in our
 /// safetensors' metadata, else the one its tensor names imply (the port's networks).
 pub fn read_model_file(path: &Path) -> Result<(NamedTensors, ModelConfig), WeightsError> {
-    let bytes = std::fs::read(path).map_err(|source| WeightsError::Io {
-        path: path.to_owned(),
-        source,
-    })?;
+    let bytes = crate::input::read_input_file(path, MAX_FILE_BYTES).map_err(Box::new)?;
     let in_file = |e| WeightsError::InFile {
         path: path.to_owned(),
         source: Box::new(e),
@@ -144,8 +144,13 @@ pub fn infer_config(tensors: &NamedTensors) -> ModelConfig {
     c
 }
 
-/// Read weights from bytes in any supported format.
+/// Read weights from bytes in any supported format. A panic of a parser is caught and
+/// returned as [`WeightsError::ParserPanic`].
 pub fn read_bytes(bytes: &[u8]) -> Result<NamedTensors, WeightsError> {
+    crate::guard::catch(|| parse_bytes(bytes)).unwrap_or_else(|m| Err(WeightsError::ParserPanic(m)))
+}
+
+fn parse_bytes(bytes: &[u8]) -> Result<NamedTensors, WeightsError> {
     match Format::sniff(bytes) {
         Some(Format::Onnx) => onnx::read(bytes),
         Some(Format::TorchLegacy | Format::TorchZip) => torch::read(bytes),

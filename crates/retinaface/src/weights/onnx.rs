@@ -189,11 +189,11 @@ fn parse_tensor(b: &[u8]) -> Result<(String, Tensor), WeightsError> {
         .ok_or_else(|| corrupt("tensor too large"))?;
     let data = match raw {
         Some(r) => {
-            if r.len() != n * 4 {
+            // A shape whose byte size overflows cannot match any buffer.
+            if n.checked_mul(4) != Some(r.len()) {
                 return Err(corrupt(format!(
-                    "tensor `{name}` holds {} bytes, its shape {shape:?} needs {}",
+                    "tensor `{name}` holds {} bytes, its shape {shape:?} needs {n} × 4",
                     r.len(),
-                    n * 4
                 )));
             }
             r.chunks_exact(4)
@@ -293,7 +293,7 @@ fn map_graph(
     };
     let specs = Graph::new(&config).layers;
     if specs.len() != convs.len() {
-        return Err(WeightsError::Mismatch(format!(
+        return Err(WeightsError::NotRetinaFace(format!(
             "the ONNX graph has {} distinct convolutions, the {:?} RetinaFace has {}",
             convs.len(),
             config.backbone,

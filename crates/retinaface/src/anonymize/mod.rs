@@ -2,6 +2,10 @@
 //! leaving every other pixel untouched; and the hold that keeps a mask over a face for a few
 //! video frames after its last detection, so a single missed frame does not flash it.
 
+pub mod file;
+#[cfg(feature = "libjpeg")]
+mod jpeg;
+
 use image::{Rgb, RgbImage};
 use std::collections::VecDeque;
 
