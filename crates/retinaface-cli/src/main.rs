@@ -1,5 +1,6 @@
 //! The `retinaface` command line: detect, convert, bench, eval, align, anonymize, train.
 
+mod budget;
 mod commands;
 mod files;
 mod mask;

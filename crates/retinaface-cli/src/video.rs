@@ -327,7 +327,12 @@ fn for_each_batch(
     let mut frames = Frames::open(input)?;
     let probe = frames.probe.clone();
     let bar = progress::bar(probe.frames.unwrap_or(0).max(2) as usize, "frames");
-    let batch = 2 * threads.max(1);
+    // Frames in flight: two per thread, fewer for large frames (raw RGB plus a pass each at
+    // most 2000 pixels a side), so that the batch stays within the in-flight budget.
+    let pixels = u64::from(probe.width) * u64::from(probe.height);
+    let frame_cost = 3 * pixels + 34 * pixels.min(4_000_000);
+    let fit = (crate::budget::IN_FLIGHT_BYTES / frame_cost.max(1)).max(1) as usize;
+    let batch = (2 * threads.max(1)).min(fit);
     let mut count = 0u64;
     loop {
         let imgs = frames.read_batch(batch)?;

@@ -14,11 +14,16 @@ const IMAGES: [&str; 2] = [
     "1--Handshaking/1_Handshaking_Handshaking_1_686.jpg",
 ];
 
-fn run(args: &[&str]) -> std::process::Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_retinaface"))
+/// The binary's output, whatever its exit status.
+fn retinaface(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_retinaface"))
         .args(args)
         .output()
-        .unwrap();
+        .unwrap()
+}
+
+fn run(args: &[&str]) -> std::process::Output {
+    let out = retinaface(args);
     assert!(
         out.status.success(),
         "{args:?}: {}",
@@ -249,6 +254,9 @@ fn a_resumed_run_continues_exactly_where_it_stopped() {
     run(&as_strs(&first));
     // A run stopped by --max-steps exports like a finished one.
     assert!(split.join("final.safetensors").exists());
+    // --max-steps counts from the start of the run, also when resuming.
+    run(&["train", "--resume", "--max-steps", "5", "--out", s(&split)]);
+    assert_eq!(losses(&split.join("metrics.jsonl")).len(), 5);
     run(&["train", "--resume", "--out", s(&split)]);
 
     let (a, b) = (
@@ -269,13 +277,42 @@ fn a_resumed_run_continues_exactly_where_it_stopped() {
     // Every layer, BatchNorm's running statistics folded in.
     for (name, t) in &wa {
         let u = &wb[name];
-        let d = t
+        // A NaN on either side fails the comparison (it would vanish in a running max).
+        let bad = t
             .data
             .iter()
             .zip(&u.data)
-            .fold(0.0f32, |m, (x, y)| m.max((x - y).abs()));
-        assert!(d <= 1e-5, "{name} differs by {d}");
+            .find(|(x, y)| (*x - *y).abs().is_nan() || (*x - *y).abs() > 1e-5);
+        assert!(bad.is_none(), "{name} differs: {bad:?}");
     }
+
+    // A damaged checkpoint is an error naming its file, not a panic.
+    let latest = std::fs::read_dir(split.join("checkpoints"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .max()
+        .unwrap();
+    let optim = latest.join("optim.bpk");
+    let bytes = std::fs::read(&optim).unwrap();
+    std::fs::write(&optim, &bytes[..bytes.len() / 2]).unwrap();
+    let out = retinaface(&["train", "--resume", "--out", s(&split)]);
+    assert_eq!(out.status.code(), Some(2));
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(e.contains("optim.bpk") && !e.contains("panicked"), "{e}");
+
+    // A diverging run stops with an error instead of training on NaN.
+    let mut wild = common(&dir.join("wild"));
+    let lr = wild.iter().position(|a| a == "--lr").unwrap();
+    wild[lr + 1] = "1e30".into();
+    let out = retinaface(&as_strs(&wild));
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(e.contains("training diverged"), "{e}");
 }
 
 /// Every shipped config trains a step and exports a file that `detect` runs and

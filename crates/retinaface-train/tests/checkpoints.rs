@@ -22,9 +22,14 @@ fn fuzz_findings_are_errors() {
     for entry in std::fs::read_dir(&dir).unwrap() {
         let data = std::fs::read(entry.unwrap().path()).unwrap();
         let (_, model, optim) = parts(&data);
-        let _ = checkpoint::parse_model(model.to_vec());
-        let r = checkpoint::load_optimizer(optim.to_vec(), SgdConfig::new().init());
-        assert!(r.is_err(), "a damaged optimiser record loaded");
+        // Each finding made burn panic in one of the two records: that one is now an error
+        // (a caught panic while burn 0.22 has the bug).
+        let model = checkpoint::parse_model(model.to_vec());
+        let optim = checkpoint::load_optimizer(optim.to_vec(), SgdConfig::new().init());
+        assert!(
+            model.is_err() || optim.is_err(),
+            "a damaged checkpoint loaded"
+        );
         n += 1;
     }
     assert!(n > 0);
@@ -43,7 +48,7 @@ fn every_truncation_of_a_real_record_is_an_error() {
     for cut in (0..optim.len()).step_by(7) {
         let r = checkpoint::load_optimizer(optim[..cut].to_vec(), SgdConfig::new().init());
         assert!(
-            !matches!(r, Ok(_)) || cut == optim.len(),
+            r.is_err(),
             "a record cut at {cut} of {} loaded",
             optim.len()
         );

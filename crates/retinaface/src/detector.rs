@@ -32,6 +32,9 @@ pub struct DetectOptions {
     pub max_image_pixels: u64,
 }
 
+/// Buffers kept between calls, at most: three passes of 2000 × 2000 (each about 130 MB).
+const RETAINED_WORKSPACE_BYTES: usize = 400 << 20;
+
 /// The default long side of the single pass on large photos (see [`DetectOptions::max_side`]).
 pub const DEFAULT_MAX_SIDE: u32 = 2000;
 
@@ -255,7 +258,12 @@ impl Detector {
         };
         ws.input = input;
         if let Ok(mut v) = self.workspaces.lock() {
-            v.push(ws);
+            // Kept for reuse within a budget: many threads that once ran large passes must
+            // not hold all those buffers idle (the memory bound of the README).
+            let kept: usize = v.iter().map(Workspace::bytes).sum();
+            if kept + ws.bytes() <= RETAINED_WORKSPACE_BYTES {
+                v.push(ws);
+            }
         }
         out
     }

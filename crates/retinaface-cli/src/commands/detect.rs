@@ -1,5 +1,6 @@
 //! `retinaface detect PATH...`: faces of every photo as JSON, WIDER files or drawings.
 
+use crate::budget;
 use crate::files::{self, Input};
 use crate::model::ModelArgs;
 use crate::output::{self, Record};
@@ -255,7 +256,15 @@ pub fn run(a: Args) -> Result<ExitCode> {
     };
     let results: Vec<Result<Record>> = if parallel {
         use rayon::prelude::*;
-        pool.install(|| (0..inputs.len()).into_par_iter().map(job).collect())
+        let costs: Vec<u64> = inputs
+            .iter()
+            .map(|i| budget::photo_cost(&i.path, options.max_side))
+            .collect();
+        let mut results = Vec::with_capacity(inputs.len());
+        for wave in budget::waves(&costs, budget::IN_FLIGHT_BYTES) {
+            results.extend(pool.install(|| wave.into_par_iter().map(job).collect::<Vec<_>>()));
+        }
+        results
     } else {
         (0..inputs.len()).map(job).collect()
     };

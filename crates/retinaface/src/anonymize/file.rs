@@ -56,10 +56,15 @@ impl Photo {
             format,
             icc_profile,
         } = decode_bytes_native(bytes, name, max_pixels)?;
+        // 8-bit RGB needs no second copy: the detector's image is the native one.
+        let (rgb, native) = match image {
+            DynamicImage::ImageRgb8(rgb) => (rgb, None),
+            other => (other.to_rgb8(), Some(other)),
+        };
         Ok(Photo {
-            rgb: image.to_rgb8(),
+            rgb,
             format,
-            native: Some(image),
+            native,
             icc_profile,
             orientation: Orientation::NoTransforms,
         })
@@ -81,17 +86,30 @@ impl Photo {
                 encode_webp_lossy(masked, original.len()).map(|(b, q)| (b, Encoding::WebpLossy(q)))
             }
             format => {
-                let native = match self.native {
+                let bytes = match self.native {
                     // 8-bit RGB: the masked image is the output.
-                    None | Some(DynamicImage::ImageRgb8(_)) => {
-                        DynamicImage::ImageRgb8(masked.clone())
-                    }
+                    None => encode_lossless(
+                        masked.as_raw(),
+                        masked.dimensions(),
+                        image::ExtendedColorType::Rgb8,
+                        format,
+                        self.icc_profile,
+                    )?,
                     Some(mut native) => {
                         write_back(&mut native, &self.rgb, masked);
-                        native
+                        if format == ImageFormat::Bmp {
+                            native = bmp_layout(native);
+                        }
+                        encode_lossless(
+                            native.as_bytes(),
+                            (native.width(), native.height()),
+                            native.color().into(),
+                            format,
+                            self.icc_profile,
+                        )?
                     }
                 };
-                encode_lossless(&native, format, self.icc_profile).map(|b| (b, Encoding::Lossless))
+                Ok((bytes, Encoding::Lossless))
             }
         }
     }
@@ -226,19 +244,18 @@ fn write_back(native: &mut DynamicImage, before: &RgbImage, masked: &RgbImage) {
 }
 
 fn encode_lossless(
-    img: &DynamicImage,
+    bytes: &[u8],
+    (w, h): (u32, u32),
+    color: image::ExtendedColorType,
     format: ImageFormat,
     icc: Option<Vec<u8>>,
 ) -> Result<Vec<u8>, String> {
     let mut out = Cursor::new(Vec::new());
-    let (w, h, color) = (img.width(), img.height(), img.color().into());
-    let bytes = img.as_bytes();
     let e = |e: image::ImageError| e.to_string();
     macro_rules! write {
         ($enc:expr) => {{
             let mut enc = $enc;
             if let Some(icc) = icc {
-                // Formats whose encoder cannot carry a profile drop it (BMP).
                 let _ = enc.set_icc_profile(icc);
             }
             enc.write_image(bytes, w, h, color).map_err(e)?;
@@ -248,19 +265,24 @@ fn encode_lossless(
         ImageFormat::Png => write!(image::codecs::png::PngEncoder::new(&mut out)),
         ImageFormat::WebP => write!(image::codecs::webp::WebPEncoder::new_lossless(&mut out)),
         ImageFormat::Tiff => write!(image::codecs::tiff::TiffEncoder::new(&mut out)),
-        ImageFormat::Bmp => {
-            // BMP holds 8-bit grey, RGB or RGBA.
-            let img = match img {
-                DynamicImage::ImageLuma8(_) | DynamicImage::ImageRgb8(_) => img.clone(),
-                DynamicImage::ImageRgba8(_) => img.clone(),
-                _ if img.color().has_alpha() => DynamicImage::ImageRgba8(img.to_rgba8()),
-                _ => DynamicImage::ImageRgb8(img.to_rgb8()),
-            };
-            img.write_to(&mut out, ImageFormat::Bmp).map_err(e)?;
-        }
-        other => img.write_to(&mut out, other).map_err(e)?,
+        // BMP carries no profile.
+        ImageFormat::Bmp => image::codecs::bmp::BmpEncoder::new(&mut out)
+            .write_image(bytes, w, h, color)
+            .map_err(e)?,
+        other => return Err(format!("cannot write {other:?}")),
     }
     Ok(out.into_inner())
+}
+
+/// BMP holds 8-bit grey, RGB or RGBA.
+fn bmp_layout(img: DynamicImage) -> DynamicImage {
+    match img {
+        DynamicImage::ImageLuma8(_) | DynamicImage::ImageRgb8(_) | DynamicImage::ImageRgba8(_) => {
+            img
+        }
+        _ if img.color().has_alpha() => DynamicImage::ImageRgba8(img.to_rgba8()),
+        _ => DynamicImage::ImageRgb8(img.to_rgb8()),
+    }
 }
 
 /// Whether a WebP file is lossless (VP8L), from its RIFF chunks.

@@ -170,6 +170,14 @@ unsafe fn replace(
     }
     let mut size: c_ulong = 0;
     sys::jpeg_mem_dest(&mut o.dst, &mut o.out, &mut size);
+    // libjpeg-turbo's defaults (baseline, optimised Huffman tables), not mozjpeg's progressive
+    // scan search: a 100-megapixel photo took 15.5 s with it, 7.5 s without; the coefficients,
+    // hence the pixels, are the same.
+    sys::jpeg_c_set_int_param(
+        &mut o.dst,
+        sys::J_INT_PARAM::JINT_COMPRESS_PROFILE,
+        sys::JCP_FASTEST as c_int,
+    );
     sys::jpeg_copy_critical_parameters(&o.src, &mut o.dst);
     o.dst.optimize_coding = 1;
     sys::jpeg_write_coefficients(&mut o.dst, coefs);

@@ -25,6 +25,13 @@ pub struct RowRings {
     rings: Vec<Ring>,
 }
 
+impl RowRings {
+    /// Bytes held by the rings.
+    pub fn bytes(&self) -> usize {
+        self.rings.iter().map(|r| r.data.capacity() * 4).sum()
+    }
+}
+
 #[derive(Debug, Default)]
 struct Ring {
     /// Three rows of `w × c`; row `y` lives in slot `y % 3`.

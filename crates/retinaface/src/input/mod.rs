@@ -101,7 +101,21 @@ pub fn decode_bytes(bytes: &[u8], name: &Path, max_pixels: u64) -> Result<RgbIma
     })
 }
 
+/// The prefix of the `fault-injection` feature's panicking files (test builds only).
+#[cfg(feature = "fault-injection")]
+pub const INJECTED_DECODER_PANIC: &[u8] = b"RETINAFACE-INJECTED-DECODER-PANIC";
+
+/// Where a decoder crate runs: with `fault-injection`, the marked files panic here.
+fn inject_fault(bytes: &[u8]) {
+    #[cfg(feature = "fault-injection")]
+    if bytes.starts_with(INJECTED_DECODER_PANIC) {
+        panic!("index out of bounds: the len is 3 but the index is 7 (injected)");
+    }
+    let _ = bytes;
+}
+
 fn decode_rgb(bytes: &[u8], name: &Path, max_pixels: u64) -> Result<RgbImage, ImageError> {
+    inject_fault(bytes);
     #[cfg(feature = "libjpeg")]
     if bytes.starts_with(&[0xff, 0xd8, 0xff]) {
         let check = |w: u32, h: u32| {
@@ -157,6 +171,7 @@ pub fn decode_bytes_native(
 }
 
 fn decode_native(bytes: &[u8], path: &Path, max_pixels: u64) -> Result<NativeImage, ImageError> {
+    inject_fault(bytes);
     let err = |reason: String| ImageError::Decode {
         path: path.to_owned(),
         reason,

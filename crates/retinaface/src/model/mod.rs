@@ -118,6 +118,41 @@ pub struct Workspace {
     pub(crate) pool: Vec<Feature>,
 }
 
+impl Workspace {
+    /// Bytes held by the buffers (their capacity).
+    pub fn bytes(&self) -> usize {
+        let f = |x: &Feature| x.data.capacity() * 4;
+        let singles = [
+            &self.input,
+            &self.ping,
+            &self.pong,
+            &self.t1,
+            &self.t2,
+            &self.spare,
+        ];
+        singles.iter().map(|x| f(x)).sum::<usize>()
+            + self
+                .stages
+                .iter()
+                .chain(&self.lateral)
+                .chain(&self.ssh_tmp)
+                .chain(&self.pyramid)
+                .chain(&self.context)
+                .chain(&self.heads)
+                .chain(&self.values)
+                .chain(&self.pool)
+                .map(f)
+                .sum::<usize>()
+            + self
+                .bands
+                .iter()
+                .flatten()
+                .map(|r| r.bytes())
+                .sum::<usize>()
+            + self.scratch.capacity() * 4
+    }
+}
+
 impl Network {
     /// Build the network of `config` from named tensors (BatchNorm folded when present).
     /// Every tensor is checked against the shape the description expects.
