@@ -77,8 +77,8 @@ impl ModelArgs {
     /// Load the detector with `threads` per pass (0: the caller's thread pool).
     pub fn load_with_threads(&self, threads: usize) -> Result<Detector> {
         let detector = match self.path() {
-            Some(p) => Detector::from_file(&p)
-                .with_context(|| format!("cannot load model {}", p.display()))?,
+            // The library's error names the file.
+            Some(p) => Detector::from_file(&p).context("cannot load the model")?,
             None => Detector::default_model().context("cannot load the embedded model")?,
         };
         Ok(detector.with_threads(threads)?)

@@ -390,3 +390,17 @@ fn jpeg_pixels_outside_the_touched_blocks_are_unchanged() {
     // The faces are hidden.
     assert!(faces(&out.join("t1.jpg"), 0.5).is_empty());
 }
+
+#[test]
+fn other_detectors_weights_are_named_as_such_once() {
+    for name in ["scrfd_500m_bnkps.onnx", "yunet_n_dynamic.onnx", "centerface.onnx"] {
+        let model = shared().join("models/peers").join(name);
+        let out = retinaface(&["detect", s(&photo()), "--model", s(&model)]);
+        assert_eq!(out.status.code(), Some(2), "{name}");
+        let e = stderr(&out);
+        assert!(e.contains("not a RetinaFace model"), "{name}: {e}");
+        // The cause is said once: the path appears once, and no message repeats.
+        assert_eq!(e.matches(name).count(), 1, "{e}");
+        assert_no_panic_text(&out);
+    }
+}

@@ -69,8 +69,8 @@ pub fn run(a: Args) -> Result<ExitCode> {
         match result {
             Ok(list) => transforms.extend(list),
             Err(e) => {
-                bar.suspend(|| eprintln!("error: {e:#}"));
-                failures.push((input.path.clone(), e.to_string()));
+                bar.suspend(|| eprintln!("error: {}", crate::describe(&e)));
+                failures.push((input.path.clone(), crate::describe(&e)));
             }
         }
         bar.inc(1);

@@ -60,7 +60,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
                 Ok(()) => written += 1,
                 Err(e) => {
                     // Each error names its file once (decoding errors carry the path).
-                    let e = format!("{e:#}");
+                    let e = crate::describe(&e);
                     bar.suspend(|| eprintln!("error: {e}"));
                     failures.push((input.path.clone(), e));
                 }
@@ -73,19 +73,23 @@ pub fn run(a: Args) -> Result<ExitCode> {
         // Videos run several frames at once, one thread each.
         let detector = a.model.load_with_threads(0)?;
         for (input, out) in videos {
-            match video::anonymize(
-                &detector,
-                &input.path,
-                out,
-                &a.mask,
-                &a.video,
-                &a.model,
-                threads,
-            ) {
+            let result = retinaface::guard::catch(|| {
+                video::anonymize(
+                    &detector,
+                    &input.path,
+                    out,
+                    &a.mask,
+                    &a.video,
+                    &a.model,
+                    threads,
+                )
+            })
+            .unwrap_or_else(|panic| Err(anyhow::anyhow!("internal error: {panic}")));
+            match result {
                 Ok(()) => written += 1,
                 Err(e) => {
-                    eprintln!("error: {}: {e:#}", input.path.display());
-                    failures.push((input.path.clone(), e.to_string()));
+                    eprintln!("error: {}: {}", input.path.display(), crate::describe(&e));
+                    failures.push((input.path.clone(), crate::describe(&e)));
                 }
             }
         }

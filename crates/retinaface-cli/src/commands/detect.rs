@@ -277,8 +277,8 @@ pub fn run(a: Args) -> Result<ExitCode> {
                 records.push(r);
             }
             Err(e) => {
-                bar.suspend(|| eprintln!("error: {e:#}"));
-                failures.push((input.path.clone(), format!("{e:#}")));
+                bar.suspend(|| eprintln!("error: {}", crate::describe(&e)));
+                failures.push((input.path.clone(), crate::describe(&e)));
             }
         }
     }
@@ -295,9 +295,13 @@ pub fn run(a: Args) -> Result<ExitCode> {
     if !videos.is_empty() {
         let video_detector = a.model.load_with_threads(0)?;
         for input in &videos {
-            if let Err(e) = detect_video(&video_detector, input, &a, &options, shown_threshold) {
-                eprintln!("error: {}: {e:#}", input.path.display());
-                failures.push((input.path.clone(), format!("{e:#}")));
+            let result = retinaface::guard::catch(|| {
+                detect_video(&video_detector, input, &a, &options, shown_threshold)
+            })
+            .unwrap_or_else(|panic| Err(anyhow::anyhow!("internal error: {panic}")));
+            if let Err(e) = result {
+                eprintln!("error: {}: {}", input.path.display(), crate::describe(&e));
+                failures.push((input.path.clone(), crate::describe(&e)));
             }
         }
     }

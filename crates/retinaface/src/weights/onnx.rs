@@ -148,7 +148,9 @@ fn parse_node(b: &[u8]) -> Result<Node, WeightsError> {
     Ok(n)
 }
 
-fn parse_tensor(b: &[u8]) -> Result<(String, Tensor), WeightsError> {
+/// An initializer: `None` for types other than float32 (graphs keep int64 shape constants
+/// among their initializers; weights are float32).
+fn parse_tensor(b: &[u8]) -> Result<Option<(String, Tensor)>, WeightsError> {
     let (mut name, mut dims, mut dtype, mut raw, mut floats) =
         (String::new(), Vec::new(), 0u64, None, Vec::new());
     for f in Fields::new(b) {
@@ -171,10 +173,7 @@ fn parse_tensor(b: &[u8]) -> Result<(String, Tensor), WeightsError> {
         }
     }
     if dtype != 1 {
-        return Err(WeightsError::DType {
-            name,
-            dtype: format!("ONNX type {dtype}"),
-        });
+        return Ok(None);
     }
     let shape: Vec<usize> = dims
         .iter()
@@ -208,7 +207,7 @@ fn parse_tensor(b: &[u8]) -> Result<(String, Tensor), WeightsError> {
             data.len()
         )));
     }
-    Ok((name, Tensor { shape, data }))
+    Ok(Some((name, Tensor { shape, data })))
 }
 
 /// Read an ONNX model and map its initializers to the port's names.
@@ -225,8 +224,9 @@ pub fn read(bytes: &[u8]) -> Result<NamedTensors, WeightsError> {
         match f? {
             (1, Value::Bytes(n)) => nodes.push(parse_node(n)?),
             (5, Value::Bytes(t)) => {
-                let (name, t) = parse_tensor(t)?;
-                inits.insert(name, t);
+                if let Some((name, t)) = parse_tensor(t)? {
+                    inits.insert(name, t);
+                }
             }
             _ => {}
         }
