@@ -353,3 +353,70 @@ pub fn exit_code(failures: &[(PathBuf, String)]) -> ExitCode {
         ExitCode::from(1)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn named(p: &str) -> Input {
+        Input {
+            path: PathBuf::from(p),
+            name: PathBuf::from(p),
+            in_folder: false,
+        }
+    }
+
+    fn found(dir: &str, rel: &str) -> Input {
+        Input {
+            path: Path::new(dir).join(rel),
+            name: PathBuf::from(rel),
+            in_folder: true,
+        }
+    }
+
+    #[test]
+    fn output_names_are_distinct_and_keep_first_choices() {
+        let inputs = [
+            named("a/photo.jpg"),
+            named("b/photo.jpg"),
+            named("c/PHOTO.jpg"),
+            // Its first choice is the name a disambiguated one would otherwise take.
+            named("d/photo-2.jpg"),
+            found("e", "x/photo.jpg"),
+            found("f", "x/photo.jpg"),
+        ];
+        let names = output_names(&inputs, Input::extension);
+        let names: Vec<&str> = names.iter().map(|n| n.to_str().unwrap()).collect();
+        assert_eq!(
+            names,
+            [
+                "photo.jpg",
+                "photo-3.jpg",
+                "PHOTO-4.jpg",
+                "photo-2.jpg",
+                "x/photo.jpg",
+                "x/photo-2.jpg"
+            ]
+        );
+        // Another extension for the output (align's PNG crops): a.jpg and a.png collide.
+        let names = output_names(&[named("a.jpg"), named("a.png")], |_| "png".into());
+        assert_eq!(names, [PathBuf::from("a.png"), PathBuf::from("a-2.png")]);
+    }
+
+    #[test]
+    fn an_output_onto_an_input_is_refused_through_any_spelling() {
+        let dir = std::env::temp_dir().join(format!("retinaface-files-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("sub")).unwrap();
+        std::fs::write(dir.join("a.jpg"), b"x").unwrap();
+        let inputs = [named(dir.join("a.jpg").to_str().unwrap())];
+        let same = dir.join("sub/../a.jpg");
+        assert!(refuse_overwriting_inputs(&inputs, &[same]).is_err());
+        assert!(refuse_overwriting_inputs(&inputs, &[dir.join("sub/a.jpg")]).is_ok());
+        // A path that does not exist yet is compared by its existing ancestor.
+        assert_eq!(
+            normalize(&dir.join("new/../a.jpg")),
+            normalize(&dir.join("a.jpg"))
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

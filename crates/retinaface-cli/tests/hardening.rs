@@ -393,7 +393,11 @@ fn jpeg_pixels_outside_the_touched_blocks_are_unchanged() {
 
 #[test]
 fn other_detectors_weights_are_named_as_such_once() {
-    for name in ["scrfd_500m_bnkps.onnx", "yunet_n_dynamic.onnx", "centerface.onnx"] {
+    for name in [
+        "scrfd_500m_bnkps.onnx",
+        "yunet_n_dynamic.onnx",
+        "centerface.onnx",
+    ] {
         let model = shared().join("models/peers").join(name);
         let out = retinaface(&["detect", s(&photo()), "--model", s(&model)]);
         assert_eq!(out.status.code(), Some(2), "{name}");

@@ -133,6 +133,13 @@ fn widerface(a: WiderArgs) -> Result<ExitCode> {
     if !(a.iou.is_finite() && (0.0..=1.0).contains(&a.iou)) {
         bail!("--iou {} is outside [0, 1]", a.iou);
     }
+    // Outputs are checked before the (long) detection and evaluation.
+    if let Some(plot) = &a.plot {
+        files::check_output_file("--plot", plot, &["png", "svg"], false, &[])?;
+    }
+    if let Some(dir) = &a.pred_out {
+        files::prepare_output_dir(dir)?;
+    }
     let gt = GroundTruth::load(&a.gt)
         .with_context(|| format!("cannot load the ground truth {}", a.gt.display()))?;
     let mut _temp = None;
@@ -285,6 +292,9 @@ fn detect_to_wider(
 fn landmarks(a: LandmarkArgs) -> Result<ExitCode> {
     if !(a.max_nme.is_finite() && a.max_nme > 0.0) {
         bail!("--max-nme {} must be positive", a.max_nme);
+    }
+    if let Some(plot) = &a.plot {
+        files::check_output_file("--plot", plot, &["png", "svg"], false, &[])?;
     }
     let labels = LabelFile::load(&a.labels)?;
     if labels.images.is_empty() {
