@@ -408,3 +408,55 @@ fn other_detectors_weights_are_named_as_such_once() {
         assert_no_panic_text(&out);
     }
 }
+
+#[test]
+fn same_named_videos_write_distinct_line_files() {
+    let dir = temp("videos");
+    for sub in ["a", "b"] {
+        std::fs::create_dir_all(dir.join(sub)).unwrap();
+        let made = Command::new("ffmpeg")
+            .args(["-v", "error", "-y", "-loop", "1", "-i"])
+            .arg(photo())
+            .args([
+                "-vf",
+                "scale=320:-2",
+                "-frames:v",
+                "4",
+                "-r",
+                "4",
+                "-pix_fmt",
+                "yuv420p",
+            ])
+            .arg(dir.join(sub).join("clip.mp4"))
+            .status()
+            .unwrap();
+        assert!(made.success());
+    }
+    let json = dir.join("out.json");
+    let out = retinaface(&[
+        "detect",
+        s(&dir.join("a/clip.mp4")),
+        s(&dir.join("b/clip.mp4")),
+        s(&photo()),
+        "--json",
+        s(&json),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    for name in ["clip.jsonl", "clip-2.jsonl"] {
+        let text = std::fs::read_to_string(dir.join(name)).unwrap();
+        assert_eq!(text.lines().count(), 4, "{name}: {text}");
+    }
+    let records: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(records.as_array().unwrap().len(), 1);
+    // `--json -` with videos needs --jsonl: standard output stays one JSON array.
+    let out = retinaface(&[
+        "detect",
+        s(&dir.join("a/clip.mp4")),
+        s(&photo()),
+        "--json",
+        "-",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("--jsonl"), "{}", stderr(&out));
+}

@@ -11,7 +11,7 @@ use image::RgbImage;
 use retinaface::input::resize::Resize;
 use retinaface::tta::{self, Merge, Protocol};
 use retinaface::{DetectOptions, Detector, Face};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 /// Detection options shared by the commands that detect.
@@ -221,6 +221,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
         anyhow::bail!("only one of --json, --csv and --jsonl can write to standard output");
     }
     let plan = plan_outputs(&a, &inputs)?;
+    let video_targets = plan_video_targets(&a, &videos, &all)?;
     // Throughput: several images run at once, one thread each, which beat threads within
     // one image on the 145 validation images (see README); a single image gets all threads.
     let parallel = inputs.len() > 1 && threads > 1;
@@ -294,9 +295,16 @@ pub fn run(a: Args) -> Result<ExitCode> {
     }
     if !videos.is_empty() {
         let video_detector = a.model.load_with_threads(0)?;
-        for input in &videos {
+        for (input, target) in videos.iter().zip(&video_targets) {
             let result = retinaface::guard::catch(|| {
-                detect_video(&video_detector, input, &a, &options, shown_threshold)
+                detect_video(
+                    &video_detector,
+                    input,
+                    target,
+                    &a,
+                    &options,
+                    shown_threshold,
+                )
             })
             .unwrap_or_else(|panic| Err(anyhow::anyhow!("internal error: {panic}")));
             if let Err(e) = result {
@@ -371,6 +379,51 @@ fn check_video_flags(a: &Args, videos: &[Input]) -> Result<()> {
     Ok(())
 }
 
+/// Where each video's JSON lines go: `--jsonl` (one file for all, `-` for standard output),
+/// else beside `--json FILE` as `<video stem>.jsonl` (same stems get `-2`, `-3`, …), else
+/// standard output. Files are checked, and started empty, before any work.
+fn plan_video_targets(a: &Args, videos: &[Input], all: &[Input]) -> Result<Vec<PathBuf>> {
+    let targets: Vec<PathBuf> = match (&a.jsonl, &a.json) {
+        (Some(t), _) => vec![t.clone(); videos.len()],
+        (None, Some(j)) if j.as_os_str() != "-" && !videos.is_empty() => {
+            let flat: Vec<Input> = videos
+                .iter()
+                .map(|v| Input {
+                    in_folder: false,
+                    ..v.clone()
+                })
+                .collect();
+            files::output_names(&flat, |_| "jsonl".into())
+                .into_iter()
+                .map(|n| j.with_file_name(n))
+                .collect()
+        }
+        _ => vec![PathBuf::from("-"); videos.len()],
+    };
+    let files_only: Vec<PathBuf> = targets
+        .iter()
+        .filter(|t| t.as_os_str() != "-")
+        .cloned()
+        .collect();
+    files::refuse_overwriting_inputs(all, &files_only)?;
+    for (input, t) in videos.iter().zip(&targets) {
+        if t.as_os_str() != "-" && a.jsonl.is_none() {
+            eprintln!(
+                "{}: video records go to {} (JSON lines)",
+                input.path.display(),
+                t.display()
+            );
+        }
+    }
+    let mut started = std::collections::HashSet::new();
+    for t in &files_only {
+        if started.insert(t.clone()) {
+            std::fs::write(t, b"").with_context(|| format!("cannot write {}", t.display()))?;
+        }
+    }
+    Ok(targets)
+}
+
 /// Output paths of every photo: drawings keep the input's relative path (disambiguated
 /// names, never an input), WIDER files are `<event>/<stem>.txt` and a second photo with the
 /// same event and stem fails instead of overwriting the first one's.
@@ -426,32 +479,19 @@ struct FrameRecord<'a> {
 fn detect_video(
     detector: &Detector,
     input: &Input,
+    target: &Path,
     a: &Args,
     options: &DetectOptions,
     shown: f32,
 ) -> Result<()> {
-    let target = match (&a.jsonl, &a.json) {
-        (Some(t), _) => t.clone(),
-        (None, Some(j)) if j.as_os_str() == "-" => j.clone(),
-        (None, Some(j)) => {
-            let t = j.with_file_name(format!("{}.jsonl", input.stem()));
-            eprintln!(
-                "{}: video records go to {} (JSON lines)",
-                input.path.display(),
-                t.display()
-            );
-            t
-        }
-        (None, None) => PathBuf::from("-"),
-    };
+    let target = target.to_path_buf();
     let mut out: Box<dyn std::io::Write> = if target.as_os_str() == "-" {
         Box::new(std::io::stdout().lock())
     } else {
+        // Started empty by `run` (one file for all videos with --jsonl, one per video beside
+        // --json): each video appends its lines.
         let f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(a.jsonl.is_some())
-            .write(true)
-            .truncate(a.jsonl.is_none())
+            .append(true)
             .open(&target)
             .with_context(|| format!("cannot write {}", target.display()))?;
         Box::new(std::io::BufWriter::new(f))
