@@ -83,12 +83,12 @@ impl Input {
     /// The output name before disambiguation: the path under its folder, or the stem of a
     /// named file, with extension `ext`.
     fn base_name(&self, ext: &str) -> PathBuf {
-        let rel = if self.in_folder {
-            self.name.clone()
+        if self.in_folder {
+            self.name.with_extension(ext)
         } else {
-            PathBuf::from(self.stem())
-        };
-        rel.with_extension(ext)
+            // Not `with_extension` on the stem: `my.photo.jpg`'s stem has a dot of its own.
+            PathBuf::from(format!("{}.{ext}", self.stem()))
+        }
     }
 }
 
@@ -398,6 +398,9 @@ mod tests {
                 "x/photo-2.jpg"
             ]
         );
+        // A stem with a dot keeps it.
+        let names = output_names(&[named("d/my.photo.jpg")], Input::extension);
+        assert_eq!(names, [PathBuf::from("my.photo.jpg")]);
         // Another extension for the output (align's PNG crops): a.jpg and a.png collide.
         let names = output_names(&[named("a.jpg"), named("a.png")], |_| "png".into());
         assert_eq!(names, [PathBuf::from("a.png"), PathBuf::from("a-2.png")]);
