@@ -239,9 +239,10 @@ pub fn check_output_file(
     prepare_output_dir(dir).with_context(|| format!("{flag} {}", path.display()))
 }
 
-/// Write `bytes` to `path` through a temporary file in the same folder renamed into place: an
-/// interrupted run leaves the previous file or none, never half of one.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+/// A temporary name beside `path` for writing it (its folder created): hidden, named after the
+/// process, and ending in `path`'s own name, so its extension is kept (ffmpeg picks the
+/// container by it). Written there, then renamed into place.
+pub fn partial_path(path: &Path) -> Result<PathBuf> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
@@ -251,7 +252,13 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.partial-{}", std::process::id()));
+    Ok(dir.join(format!(".partial-{}-{name}", std::process::id())))
+}
+
+/// Write `bytes` to `path` through a temporary file in the same folder renamed into place: an
+/// interrupted run leaves the previous file or none, never half of one.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = partial_path(path)?;
     let result = std::fs::File::create(&tmp).and_then(|mut f| {
         f.write_all(bytes)?;
         f.sync_data()
@@ -301,7 +308,13 @@ pub fn collect(args: &[PathBuf], exts: &[&str]) -> (Vec<Input>, Vec<(PathBuf, St
             }
         } else if let Ok(meta) = std::fs::metadata(arg) {
             if !meta.is_file() {
-                errors.push((arg.clone(), not_regular(&meta.file_type()).into()));
+                errors.push((
+                    arg.clone(),
+                    format!(
+                        "{}, not a regular file",
+                        retinaface::input::file_kind(&meta.file_type())
+                    ),
+                ));
                 continue;
             }
             inputs.push(Input {
@@ -314,26 +327,6 @@ pub fn collect(args: &[PathBuf], exts: &[&str]) -> (Vec<Input>, Vec<(PathBuf, St
         }
     }
     (inputs, errors)
-}
-
-/// Why a named path that is not a folder is refused: reading a FIFO blocks, a device may
-/// never end.
-fn not_regular(t: &std::fs::FileType) -> &'static str {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::FileTypeExt;
-        if t.is_fifo() {
-            return "a FIFO, not a regular file";
-        }
-        if t.is_socket() {
-            return "a socket, not a regular file";
-        }
-        if t.is_block_device() || t.is_char_device() {
-            return "a device, not a regular file";
-        }
-    }
-    let _ = t;
-    "not a regular file"
 }
 
 /// `", N failed"` for a batch's summary line; empty when nothing failed.

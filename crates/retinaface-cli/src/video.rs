@@ -366,18 +366,8 @@ pub fn anonymize(
     model: &ModelArgs,
     threads: usize,
 ) -> Result<()> {
-    let dir = match output.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    // Encoded beside the output under a temporary name (its extension kept: ffmpeg picks the
-    // container by it), renamed into place once complete.
-    let name = output
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let partial = dir.join(format!(".partial-{}-{name}", std::process::id()));
+    // Encoded beside the output under a temporary name, renamed into place once complete.
+    let partial = crate::files::partial_path(output)?;
     let probe = probe(input)?;
     let mut encoder = Encoder::open(input, &partial, &probe, probe.has_audio && !v.no_audio)?;
     let mut hold = Hold::new(v.hold);

@@ -3,9 +3,9 @@
 
 mod common;
 
-use common::{s, shared, temp};
+use common::{retinaface, s, shared, temp};
 use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::process::Output;
 
 fn eval_fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../retinaface-eval/tests/fixtures")
@@ -13,14 +13,6 @@ fn eval_fixtures() -> PathBuf {
 
 fn gt() -> PathBuf {
     shared().join("data/widerface/val/ground_truth")
-}
-
-fn retinaface(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_retinaface"))
-        .args(args)
-        .env_remove("RETINAFACE_MODEL")
-        .output()
-        .unwrap()
 }
 
 /// stdout must be exactly one line of JSON.

@@ -2,36 +2,18 @@
 
 mod common;
 
-use common::{s, shared, temp};
+use common::{detected_faces, retinaface, s, shared, temp};
 use std::path::Path;
 use std::process::{Command, Output};
 
 fn run(args: &[&str]) -> Output {
-    let out = Command::new(env!("CARGO_BIN_EXE_retinaface"))
-        .args(args)
-        .env_remove("RETINAFACE_MODEL")
-        .output()
-        .unwrap();
+    let out = retinaface(args);
     assert!(
         out.status.success(),
         "{args:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     out
-}
-
-/// Faces above `threshold` (JSON records of `detect`).
-fn detect(path: &Path, threshold: f32) -> Vec<serde_json::Value> {
-    let out = run(&[
-        "detect",
-        s(path),
-        "--threshold",
-        &threshold.to_string(),
-        "--json",
-        "-",
-    ]);
-    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    json[0]["faces"].as_array().unwrap().clone()
 }
 
 #[test]
@@ -103,7 +85,7 @@ fn anonymised_photo_hides_faces_changes_nothing_else_and_drops_exif() {
         .save(&png)
         .unwrap();
     let src = image::open(&png).unwrap().into_rgb8();
-    let boxes: Vec<[f32; 4]> = detect(&png, 0.3)
+    let boxes: Vec<[f32; 4]> = detected_faces(&png, 0.3)
         .iter()
         .map(|f| serde_json::from_value(f["box"].clone()).unwrap())
         .collect();
@@ -113,7 +95,7 @@ fn anonymised_photo_hides_faces_changes_nothing_else_and_drops_exif() {
         run(&["anonymize", s(&png), "--out", s(&out), "--mode", mode]);
         let result = out.join("group.png");
         assert!(
-            detect(&result, 0.5).is_empty(),
+            detected_faces(&result, 0.5).is_empty(),
             "{mode}: a face is still found"
         );
         let img = image::open(&result).unwrap().into_rgb8();
@@ -249,7 +231,7 @@ fn anonymised_video_keeps_frames_rate_size_audio_and_hides_faces() {
         assert!(status.success());
         for entry in std::fs::read_dir(&frames).unwrap() {
             let path = entry.unwrap().path();
-            let n = detect(&path, 0.5).len();
+            let n = detected_faces(&path, 0.5).len();
             assert_eq!(n > 0, expect_faces, "{}: {n} faces", path.display());
         }
     }

@@ -3,17 +3,9 @@
 
 mod common;
 
-use common::{s, shared, temp};
+use common::{detected_faces, retinaface, s, shared, temp};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-
-fn retinaface(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_retinaface"))
-        .args(args)
-        .env_remove("RETINAFACE_MODEL")
-        .output()
-        .unwrap()
-}
 
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
@@ -234,19 +226,7 @@ fn same_named_inputs_write_distinct_outputs() {
 }
 
 fn faces(path: &Path, threshold: f32) -> Vec<[f32; 4]> {
-    let out = retinaface(&[
-        "detect",
-        s(path),
-        "--threshold",
-        &threshold.to_string(),
-        "--json",
-        "-",
-    ]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    json[0]["faces"]
-        .as_array()
-        .unwrap()
+    detected_faces(path, threshold)
         .iter()
         .map(|f| serde_json::from_value(f["box"].clone()).unwrap())
         .collect()

@@ -4,8 +4,7 @@
 
 mod common;
 
-use common::{s, shared, temp};
-use std::process::Command;
+use common::{retinaface as run, s, shared, temp};
 
 /// The bound the README states for `detect`, `align` and `anonymize` with default options.
 const BOUND_BYTES: u64 = 1_500_000_000;
@@ -17,14 +16,6 @@ fn children_peak() -> u64 {
     let rc = unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) };
     assert_eq!(rc, 0);
     usage.ru_maxrss as u64 * 1024 // kilobytes on Linux
-}
-
-fn run(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_retinaface"))
-        .args(args)
-        .env_remove("RETINAFACE_MODEL")
-        .output()
-        .unwrap()
 }
 
 #[test]

@@ -30,3 +30,31 @@ pub fn temp(name: &str) -> PathBuf {
 pub fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
+
+/// Run the binary (with the embedded model, whatever the environment says), any exit status.
+pub fn retinaface(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_retinaface"))
+        .args(args)
+        .env_remove("RETINAFACE_MODEL")
+        .output()
+        .unwrap()
+}
+
+/// The faces `detect` finds above `threshold` in one photo (its JSON record's `faces`).
+pub fn detected_faces(path: &Path, threshold: f32) -> Vec<serde_json::Value> {
+    let out = retinaface(&[
+        "detect",
+        s(path),
+        "--threshold",
+        &threshold.to_string(),
+        "--json",
+        "-",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    json[0]["faces"].as_array().unwrap().clone()
+}

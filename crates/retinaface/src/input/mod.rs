@@ -67,8 +67,8 @@ pub fn read_input_file(path: &Path, max_bytes: u64) -> Result<Vec<u8>, ImageErro
     Ok(bytes)
 }
 
-/// What a non-regular file is, for the refusal message.
-fn file_kind(t: &std::fs::FileType) -> &'static str {
+/// What a file that is not a regular one is, for refusal messages ("a FIFO", "a device", …).
+pub fn file_kind(t: &std::fs::FileType) -> &'static str {
     #[cfg(unix)]
     {
         use std::os::unix::fs::FileTypeExt;
@@ -85,7 +85,7 @@ fn file_kind(t: &std::fs::FileType) -> &'static str {
     if t.is_dir() {
         "a folder"
     } else {
-        "not a regular file"
+        "a special file"
     }
 }
 
