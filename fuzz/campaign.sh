@@ -10,7 +10,7 @@ RUNS=${RUNS:-1200000}
 BIN=../target/x86_64-unknown-linux-gnu/release
 TARGETS=${*:-image onnx torch_legacy torch_zip safetensors mat wider_predictions wider_ground_truth labels train_config checkpoint}
 for t in $TARGETS; do
-    mkdir -p "corpus/$t" "artifacts/$t"
+    mkdir -p "corpus/$t" "artifacts/$t" "seeds/$t"
     done_runs=0
     while [ "$done_runs" -lt "$RUNS" ]; do
         left=$((RUNS - done_runs))
