@@ -122,13 +122,16 @@ pub enum DeviceKind {
     Cuda,
 }
 
-/// How BatchNorm trains.
+/// How BatchNorm trains. Weights without statistics (folded files) first get those of the
+/// first training batch, whatever the setting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum BatchNormSetting {
-    /// Train; weights without statistics (folded) get those of the first batch first.
+    /// `train` from scratch, `frozen` from a weights file.
     Auto,
+    /// Batch statistics, running averages updated, γ and β learn (PyTorch's `train()`).
     Train,
+    /// Statistics and affine map fixed, folded into the convolutions.
     Frozen,
 }
 

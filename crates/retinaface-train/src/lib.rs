@@ -8,6 +8,7 @@
 
 pub mod checkpoint;
 pub mod error;
+pub mod kernels;
 pub mod network;
 
 pub use error::TrainError;
@@ -15,4 +16,5 @@ pub mod config;
 pub mod data;
 pub mod loss;
 pub mod matching;
+pub mod memory;
 pub mod trainer;

@@ -102,8 +102,12 @@ impl Trainer {
         let loader = Arc::new(make_loader(&config)?);
         let model = match config.run.init.as_str() {
             "scratch" => {
-                let b = LayerBuilder::scratch(&device, config.run.seed);
-                Model::build(&model_config, with_bn(b, config.run.batch_norm))?
+                let mode = match config.run.batch_norm {
+                    BatchNormSetting::Frozen => BnMode::Frozen,
+                    BatchNormSetting::Auto | BatchNormSetting::Train => BnMode::Train,
+                };
+                let b = LayerBuilder::scratch(&device, config.run.seed).with_bn_mode(mode);
+                Model::build(&model_config, b)?
             }
             path => {
                 let path = Path::new(path);
@@ -112,18 +116,18 @@ impl Trainer {
                     source,
                 };
                 let tensors = retinaface::weights::read_file(path).map_err(bad)?;
-                let b = LayerBuilder::from_tensors(&device, &tensors);
-                // Folded files carry no BatchNorm statistics: unless BatchNorm stays frozen,
-                // it gets those of the first training batch (see `calibrate_batch_norm`).
-                let calibrate = b.bn_mode() == BnMode::Frozen
-                    && config.run.batch_norm != BatchNormSetting::Frozen;
-                let b = if calibrate {
-                    b
-                } else {
-                    with_bn(b, config.run.batch_norm)
+                // A pretrained file keeps its BatchNorm frozen unless asked otherwise: batch
+                // statistics of a few crops move a converged network (docs/training.md).
+                let mode = match config.run.batch_norm {
+                    BatchNormSetting::Train => BnMode::Train,
+                    BatchNormSetting::Auto | BatchNormSetting::Frozen => BnMode::Frozen,
                 };
-                let model = Model::build(&model_config, b).map_err(bad)?;
-                if calibrate {
+                let b = LayerBuilder::from_tensors(&device, &tensors);
+                // Folded files carry no BatchNorm statistics: they get those of the first
+                // training batch and weights of the usual scale (see `calibrate_batch_norm`).
+                let folded = b.bn_mode() == BnMode::Frozen;
+                if folded {
+                    let model = Model::build(&model_config, b).map_err(bad)?;
                     let batch = loader.load(0, 0);
                     if batch.is_empty() {
                         return Err(TrainError::Invalid(
@@ -134,9 +138,9 @@ impl Trainer {
                     let s = batch.size;
                     let n = batch.len();
                     let images = tensor(batch.images, vec![n, 3, s, s], &device);
-                    calibrate_batch_norm(&model, images).map_err(bad)?
+                    calibrate_batch_norm(&model, images, mode).map_err(bad)?
                 } else {
-                    model
+                    Model::build(&model_config, b.with_bn_mode(mode)).map_err(bad)?
                 }
             }
         };
@@ -179,9 +183,9 @@ impl Trainer {
             .map_err(|e| bad(format!("state.json: {e}")))?;
         let device = device(config.run.device)?;
         let mode = if progress.bn_train {
-            BatchNormSetting::Train
+            BnMode::Train
         } else {
-            BatchNormSetting::Frozen
+            BnMode::Frozen
         };
         // Built from the unfolded copy (tensors and BatchNorm statistics); the record then
         // restores the parameters with their ids, which the optimiser's state is keyed by.
@@ -192,8 +196,8 @@ impl Trainer {
                 "model.safetensors: tensor `{name}` holds NaN or infinite values"
             )));
         }
-        let b = LayerBuilder::from_tensors(&device, &unfolded);
-        let mut model = Model::build(&config.model.model_config(), with_bn(b, mode))?;
+        let b = LayerBuilder::from_tensors(&device, &unfolded).with_bn_mode(mode);
+        let mut model = Model::build(&config.model.model_config(), b)?;
         let record = checkpoint::parse_model(file("model.bpk")?)
             .map_err(|e| bad(format!("model.bpk: {e}")))?;
         let net = model.net;
@@ -394,14 +398,6 @@ impl Trainer {
         let folded = export_folded(&self.model)?;
         let bytes = retinaface::weights::safetensors::write(&folded, &self.model.config)?;
         write(path, &bytes)
-    }
-}
-
-fn with_bn(b: LayerBuilder<'_>, setting: BatchNormSetting) -> LayerBuilder<'_> {
-    match setting {
-        BatchNormSetting::Auto => b,
-        BatchNormSetting::Train => b.with_bn_mode(BnMode::Train),
-        BatchNormSetting::Frozen => b.with_bn_mode(BnMode::Frozen),
     }
 }
 

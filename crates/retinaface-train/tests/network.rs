@@ -2,6 +2,7 @@
 //! layer list against the engine's weight mapping, its export against the detector's loader,
 //! and the anchor counts of both pyramids.
 
+use burn::optim::{GradientsParams, SgdConfig};
 use burn::tensor::Device;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -11,7 +12,8 @@ use retinaface::model::{Network, Workspace};
 use retinaface::post::anchors;
 use retinaface::weights::{NamedTensors, Tensor as HostTensor};
 use retinaface_train::network::{
-    calibrate_batch_norm, export_folded, export_unfolded, tensor, BnMode, HeadOutput, Model,
+    calibrate_batch_norm, export_folded, export_unfolded, tensor, BnMode, HeadOutput, LayerBuilder,
+    Model,
 };
 use std::path::PathBuf;
 
@@ -141,6 +143,48 @@ fn mobilenet_matches_the_engine_on_the_pretrained_weights() {
     assert!(d < 1e-4, "export changed the network by {d}");
 }
 
+/// The port's checkpoint with BatchNorm frozen (folded into the convolutions, the default for
+/// a pretrained `--init`) is the pretrained network on the training device, and one SGD step
+/// leaves γ, β and the statistics untouched while the convolutions learn.
+#[test]
+fn frozen_batchnorm_is_the_pretrained_network_and_keeps_its_statistics() {
+    let path = shared().join("models/retinaface/mobilenet0.25_biubug6_layout_legacy.pth");
+    let tensors = retinaface::weights::read_file(&path).unwrap_or_else(|e| panic!("{e}"));
+    let config = ModelConfig::mobilenet025();
+    let device = Device::flex().autodiff();
+    let b = LayerBuilder::from_tensors(&device, &tensors).with_bn_mode(BnMode::Frozen);
+    let model = Model::build(&config, b).unwrap_or_else(|e| panic!("{e}"));
+    assert!(model
+        .net
+        .layers()
+        .iter()
+        .filter(|l| l.bn.is_some())
+        .all(|l| l.bn_frozen()));
+    let engine = Network::new(&config, &tensors).unwrap_or_else(|e| panic!("{e}"));
+    let img = photo(250, 190);
+    let (f, t) = both_inputs(&img, config.mean_bgr, &device);
+    let out = model.net.forward(t);
+    assert_parity("frozen BatchNorm", &out, engine_outputs(&engine, &f));
+
+    let before = export_unfolded(&model).unwrap_or_else(|e| panic!("{e}"));
+    let loss = out.class.powi_scalar(2).sum() + out.boxes.powi_scalar(2).sum();
+    let grads = GradientsParams::from_grads(loss.backward(), &model.net);
+    let mut optim = SgdConfig::new().init();
+    let net = optim.step(1e-3, model.net.clone(), grads);
+    let stepped = Model { net, ..model };
+    let after = export_unfolded(&stepped).unwrap_or_else(|e| panic!("{e}"));
+    let bn = "body.stage1.0.1";
+    for p in ["weight", "bias", "running_mean", "running_var"] {
+        let name = format!("{bn}.{p}");
+        assert_eq!(before[&name].data, after[&name].data, "{name} changed");
+    }
+    let conv = "body.stage1.0.0.weight";
+    assert_ne!(
+        before[conv].data, after[conv].data,
+        "the convolution did not learn"
+    );
+}
+
 /// Folded weights have no BatchNorm statistics; calibrating gives them those of a batch. On
 /// that batch, in training mode (batch statistics), and folded again with the running
 /// statistics (what the detector runs), the network is still the pretrained one.
@@ -155,7 +199,8 @@ fn calibrated_batchnorm_keeps_the_pretrained_network() {
     let engine = Network::new(&config, &tensors).unwrap_or_else(|e| panic!("{e}"));
     let img = photo(224, 160);
     let (f, t) = both_inputs(&img, config.mean_bgr, &device);
-    let calibrated = calibrate_batch_norm(&model, t.clone()).unwrap_or_else(|e| panic!("{e}"));
+    let calibrated =
+        calibrate_batch_norm(&model, t.clone(), BnMode::Train).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(calibrated.bn_mode, BnMode::Train);
     let unfolded = export_unfolded(&calibrated).unwrap_or_else(|e| panic!("{e}"));
     let var = &unfolded["body.stage1.0.1.running_var"].data;

@@ -3,7 +3,7 @@
 
 use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
-use retinaface_train::config::{DeviceKind, TrainConfig};
+use retinaface_train::config::{BatchNormSetting, DeviceKind, TrainConfig};
 use retinaface_train::data::AugmentConfig;
 use retinaface_train::trainer::Trainer;
 use std::io::IsTerminal;
@@ -54,6 +54,14 @@ pub struct Args {
     /// `cpu`, or `cuda` (in builds with the `cuda` feature).
     #[arg(long, value_parser = ["cpu", "cuda"])]
     device: Option<String>,
+    /// BatchNorm: `train` (batch statistics, γ and β learn), `frozen` (statistics and affine
+    /// map fixed, folded into the convolutions; faster), or `auto` (the config's default:
+    /// `train` from scratch, `frozen` from an `--init` file).
+    #[arg(long, value_parser = ["auto", "train", "frozen"])]
+    batch_norm: Option<String>,
+    /// Threads for the training step and the data loader (default: one per core).
+    #[arg(long)]
+    threads: Option<usize>,
     /// Turn off cropping, flipping and colour distortion (images padded to a square).
     #[arg(long)]
     no_augment: bool,
@@ -99,6 +107,12 @@ impl Args {
             Some(_) => c.run.device = DeviceKind::Cpu,
             None => {}
         }
+        match self.batch_norm.as_deref() {
+            Some("train") => c.run.batch_norm = BatchNormSetting::Train,
+            Some("frozen") => c.run.batch_norm = BatchNormSetting::Frozen,
+            Some(_) => c.run.batch_norm = BatchNormSetting::Auto,
+            None => {}
+        }
         if self.no_augment {
             c.augment = AugmentConfig {
                 min_face: c.augment.min_face,
@@ -111,6 +125,17 @@ impl Args {
 }
 
 pub fn run(a: Args) -> Result<ExitCode> {
+    retinaface_train::memory::keep_freed_memory();
+    if let Some(n) = a.threads {
+        if n == 0 {
+            anyhow::bail!("--threads must be at least 1");
+        }
+        // The backend and the loader both run on rayon's global pool.
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build_global()
+            .context("cannot set up the thread pool")?;
+    }
     let mut trainer = if a.resume {
         let out = match &a.out {
             Some(o) => o.clone(),

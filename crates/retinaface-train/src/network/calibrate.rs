@@ -11,7 +11,7 @@
 //! function is unchanged exactly, and in training the batch statistics are close to the
 //! calibrated ones.
 
-use super::layers::{record_batch_norm_inputs, ChannelStats, BN_EPS};
+use super::layers::{record_batch_norm_inputs, BnMode, ChannelStats, BN_EPS};
 use super::{export_unfolded, LayerBuilder, Model};
 use burn::tensor::Tensor;
 use retinaface::model::ConvSpec;
@@ -34,11 +34,15 @@ pub fn calibrated_tensors(model: &Model, images: Tensor<4>) -> Result<NamedTenso
     Ok(tensors)
 }
 
-/// A network like `model` whose BatchNorm carries calibrated statistics and trains.
-pub fn calibrate_batch_norm(model: &Model, images: Tensor<4>) -> Result<Model, WeightsError> {
+/// A network like `model` whose BatchNorm carries calibrated statistics, in `mode`.
+pub fn calibrate_batch_norm(
+    model: &Model,
+    images: Tensor<4>,
+    mode: BnMode,
+) -> Result<Model, WeightsError> {
     let device = images.device();
     let tensors = calibrated_tensors(model, images)?;
-    let b = LayerBuilder::from_tensors(&device, &tensors);
+    let b = LayerBuilder::from_tensors(&device, &tensors).with_bn_mode(mode);
     Model::build(&model.config, b)
 }
 

@@ -2,10 +2,10 @@
 //! [`ConvSpec`]: from scratch (PyTorch's default initialisation, seeded) or from the tensors any
 //! weight file the detector reads provides.
 
+use crate::kernels::{batch_norm_act, convolution, leaky_relu};
 use burn::module::{Module, Param, ParamId};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, PaddingConfig2d};
-use burn::tensor::activation::{leaky_relu, relu};
 use burn::tensor::module::conv_transpose2d;
 use burn::tensor::ops::ConvTransposeOptions;
 use burn::tensor::{Device, Tensor, TensorData};
@@ -25,7 +25,10 @@ pub const BN_EPS: f64 = 1e-5;
 pub enum BnMode {
     /// Batch statistics in training, running averages updated (PyTorch's `train()`).
     Train,
-    /// Running statistics always (the layer is an affine map whose γ and β still learn).
+    /// Statistics and affine map fixed (detectron2's `FrozenBatchNorm2d`): the layer is a
+    /// constant per-channel scale and shift, folded into the convolution before it, so a step
+    /// runs one convolution with bias instead of a convolution and a BatchNorm. Only the
+    /// convolution's weights (in their unfolded scale) train.
     Frozen,
 }
 
@@ -52,51 +55,128 @@ pub struct ConvBn {
 impl ConvBn {
     /// A dense or depthwise layer on `x`.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let y = self.conv.forward(x);
-        self.finish(y)
+        self.trace(&x);
+        let (w, b, folded) = self.weight_bias();
+        let y = self.convolve_with(x, w, b);
+        if folded {
+            self.activation(y)
+        } else {
+            self.finish(y)
+        }
+    }
+
+    /// The convolution alone (its own weights, no BatchNorm, no activation), by the path
+    /// [`ConvBn::forward`] runs it (for the step profile).
+    pub fn convolve(&self, x: Tensor<4>) -> Tensor<4> {
+        let b = self.conv.bias.as_ref().map(|b| b.val());
+        self.convolve_with(x, self.conv.weight.val(), b)
+    }
+
+    fn convolve_with(&self, x: Tensor<4>, w: Tensor<4>, b: Option<Tensor<1>>) -> Tensor<4> {
+        convolution(x, w, b, self.stride, self.pad, self.conv.groups)
     }
 
     /// A deformable layer on `x`, sampling at `offsets` (`[B, 2·k², H', W']`, torchvision's
     /// order).
     pub fn forward_deformable(&self, x: Tensor<4>, offsets: Tensor<4>) -> Tensor<4> {
-        let y = super::deform::deform_conv2d(
-            x,
-            offsets,
-            self.conv.weight.val(),
-            self.conv.bias.as_ref().map(|b| b.val()),
-            self.stride,
-            self.pad,
-        );
-        self.finish(y)
+        self.trace(&x);
+        let (w, b, folded) = self.weight_bias();
+        let y = super::deform::deform_conv2d(x, offsets, w, b, self.stride, self.pad);
+        if folded {
+            self.activation(y)
+        } else {
+            self.finish(y)
+        }
     }
 
     /// A transposed layer on `x`, its output cropped to `h × w`.
     pub fn forward_transposed(&self, x: Tensor<4>, h: usize, w: usize) -> Tensor<4> {
+        self.trace(&x);
         let options = ConvTransposeOptions::new([2, 2], [0, 0], [0, 0], [1, 1], 1);
-        let y = conv_transpose2d(
-            x,
-            self.conv.weight.val(),
-            self.conv.bias.as_ref().map(|b| b.val()),
-            options,
-        );
+        let (weight, bias, folded) = self.weight_bias();
+        let y = conv_transpose2d(x, weight, bias, options);
         let [b, c, _, _] = y.dims();
         let y = y.slice([0..b, 0..c, 0..h, 0..w]);
-        self.finish(y)
+        if folded {
+            self.activation(y)
+        } else {
+            self.finish(y)
+        }
+    }
+
+    /// Whether the BatchNorm is frozen ([`BnMode::Frozen`]).
+    pub fn bn_frozen(&self) -> bool {
+        self.bn.as_ref().is_some_and(|bn| !bn.training.is_enabled())
+    }
+
+    /// The weights to convolve with and whether a frozen BatchNorm is folded into them.
+    fn weight_bias(&self) -> (Tensor<4>, Option<Tensor<1>>, bool) {
+        match self.folded() {
+            Some((w, b)) => (w, Some(b), true),
+            None => (
+                self.conv.weight.val(),
+                self.conv.bias.as_ref().map(|b| b.val()),
+                false,
+            ),
+        }
+    }
+
+    /// A frozen BatchNorm folded into the convolution: `w·s` and `β − μ·s (+ bias·s)` with
+    /// `s = γ/√(σ² + ε)`, the BatchNorm's tensors constants (no gradient flows to them).
+    /// `None` for a training BatchNorm, no BatchNorm, or while calibration records the
+    /// convolution's own output.
+    fn folded(&self) -> Option<(Tensor<4>, Tensor<1>)> {
+        let bn = self.bn.as_ref().filter(|_| self.bn_frozen())?;
+        if PROBE.with(|p| p.borrow().is_some()) {
+            return None;
+        }
+        let std = (bn.running_var.value().detach() + bn.epsilon).sqrt();
+        let s = bn.gamma.val().detach() / std;
+        let mut shift = bn.beta.val().detach() - bn.running_mean.value().detach() * s.clone();
+        if let Some(b) = &self.conv.bias {
+            shift = shift + b.val() * s.clone();
+        }
+        let [c] = s.dims();
+        // A transposed layer stores `[cin, cout, k, k]`.
+        let s = if self.transposed {
+            s.reshape([1, c, 1, 1])
+        } else {
+            s.reshape([c, 1, 1, 1])
+        };
+        Some((self.conv.weight.val() * s, shift))
     }
 
     /// BatchNorm and activation after the convolution.
     fn finish(&self, y: Tensor<4>) -> Tensor<4> {
-        let y = match &self.bn {
-            Some(bn) => {
-                self.probe(&y);
-                bn.forward(y)
-            }
-            None => y,
+        let Some(bn) = &self.bn else {
+            return self.activation(y);
         };
+        self.probe(&y);
+        if bn.training.is_enabled() && y.device().is_autodiff() {
+            let slope = self.activate.then_some(self.slope as f32);
+            let (gamma, beta) = (bn.gamma.val(), bn.beta.val());
+            if let Some((out, mean, var)) =
+                batch_norm_act(y.clone(), gamma, beta, bn.epsilon, slope)
+            {
+                // The running statistics move as burn's BatchNorm moves them.
+                let m = bn.momentum;
+                let device = out.device();
+                let update = |state: &burn::module::RunningState<Tensor<1>>, batch: Tensor<1>| {
+                    let old = state.value_sync().to_device(&device);
+                    state.update((old * (1.0 - m) + batch.detach() * m).detach());
+                };
+                update(&bn.running_mean, mean);
+                update(&bn.running_var, var);
+                return out;
+            }
+        }
+        self.activation(bn.forward(y))
+    }
+
+    fn activation(&self, y: Tensor<4>) -> Tensor<4> {
         match (self.activate, self.slope) {
             (false, _) => y,
-            (true, 0.0) => relu(y),
-            (true, s) => leaky_relu(y, s),
+            (true, s) => leaky_relu(y, s as f32),
         }
     }
 
@@ -122,6 +202,29 @@ impl ConvBn {
             );
         });
     }
+}
+
+impl ConvBn {
+    /// Notes the input's shape while [`record_layer_inputs`] runs.
+    fn trace(&self, x: &Tensor<4>) {
+        TRACE.with(|t| {
+            if let Some(found) = t.borrow_mut().as_mut() {
+                found.insert(self.conv.weight.id, x.dims());
+            }
+        });
+    }
+}
+
+thread_local! {
+    static TRACE: RefCell<Option<HashMap<ParamId, [usize; 4]>>> = const { RefCell::new(None) };
+}
+
+/// Runs `f` (forward passes on this thread) and returns the input shape of every layer it
+/// ran, by the id of the layer's convolution weight (for the step profile).
+pub fn record_layer_inputs(f: impl FnOnce()) -> HashMap<ParamId, [usize; 4]> {
+    TRACE.with(|t| *t.borrow_mut() = Some(HashMap::new()));
+    f();
+    TRACE.with(|t| t.borrow_mut().take()).unwrap_or_default()
 }
 
 /// Per-channel mean and (biased) variance of a BatchNorm's input over a batch.

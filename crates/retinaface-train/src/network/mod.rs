@@ -13,7 +13,8 @@ pub use deform::deform_conv2d;
 pub use export::{export_folded, export_unfolded};
 pub use interpreter::upsample_nearest;
 pub use layers::{
-    record_batch_norm_inputs, tensor, BnMode, ChannelStats, ConvBn, LayerBuilder, BN_EPS,
+    record_batch_norm_inputs, record_layer_inputs, tensor, BnMode, ChannelStats, ConvBn,
+    LayerBuilder, BN_EPS,
 };
 
 use burn::module::Module;

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Fine-tuning from the port's pretrained MobileNet-0.25 checkpoints: validation AP (the 145
+# WIDER FACE images of ../shared) before, and after one epoch on the 581 training images at
+# batch 8, 640 px, for each BatchNorm setting and learning rate. Prints one table.
+#
+# Usage: scripts/finetune_bn.sh
+# Env: BNS ("frozen train"), LRS ("1e-9 1e-4"), MODELS (the two .pth files), EPOCHS (1),
+#      THREADS (default: every core), OUT (default runs/finetune-bn), RETINAFACE, SHARED.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SHARED=${SHARED:-../shared}
+BIN=${RETINAFACE:-target/release/retinaface}
+BNS=${BNS:-"frozen train"}
+LRS=${LRS:-"1e-9 1e-4"}
+EPOCHS=${EPOCHS:-1}
+OUT=${OUT:-runs/finetune-bn}
+M=$SHARED/models/retinaface
+MODELS=${MODELS:-"$M/mobilenet0.25_biubug6_layout_legacy.pth $M/mobilenet0.25_biubug6_layout_zip.pth"}
+THREADS_FLAG=()
+[ -n "${THREADS:-}" ] && THREADS_FLAG=(--threads "$THREADS")
+[ -x "$BIN" ] || cargo build --release -p retinaface-cli >&2
+mkdir -p "$OUT"
+
+ap() {
+  "$BIN" eval widerface --images "$SHARED/data/widerface/val/images" \
+    --gt "$SHARED/data/widerface/val/ground_truth" --model "$1" --json 2>/dev/null |
+    python3 -c 'import json,sys; r=json.load(sys.stdin); print(" ".join("%.4f" % r[k]["ap"] for k in ("easy","medium","hard")))'
+}
+
+rows=()
+for model in $MODELS; do
+  name=$(basename "$model" .pth)
+  rows+=("$name | start | | $(ap "$model" | sed 's/ / | /g') |")
+  for bn in $BNS; do
+    for lr in $LRS; do
+      run="$OUT/$name-$bn-$lr"
+      rm -rf "$run"
+      start=$(date +%s)
+      "$BIN" train --init "$model" --data "$SHARED/data/widerface/train/images" \
+        --epochs "$EPOCHS" --batch 8 --lr "$lr" --batch-norm "$bn" --checkpoint-every 0 \
+        "${THREADS_FLAG[@]}" --out "$run" 2> "$run.log" || { echo "training failed: $run.log" >&2; exit 1; }
+      secs=$(( $(date +%s) - start ))
+      rows+=("$name | $bn | $lr | $(ap "$run/final.safetensors" | sed 's/ / | /g') | ${secs} s")
+    done
+  done
+done
+echo "| start | BatchNorm | lr | easy | medium | hard | training time |"
+echo "| --- | --- | --- | --- | --- | --- | --- |"
+printf '%s\n' "${rows[@]}"
