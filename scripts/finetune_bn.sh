@@ -5,7 +5,8 @@
 #
 # Usage: scripts/finetune_bn.sh
 # Env: BNS ("frozen train"), LRS ("1e-9 1e-4"), MODELS (the two .pth files), EPOCHS (1),
-#      THREADS (default: every core), OUT (default runs/finetune-bn), RETINAFACE, SHARED.
+#      SEED (0), THREADS (default: every core), OUT (default runs/finetune-bn), RETINAFACE,
+#      SHARED.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SHARED=${SHARED:-../shared}
@@ -13,6 +14,7 @@ BIN=${RETINAFACE:-target/release/retinaface}
 BNS=${BNS:-"frozen train"}
 LRS=${LRS:-"1e-9 1e-4"}
 EPOCHS=${EPOCHS:-1}
+SEED=${SEED:-0}
 OUT=${OUT:-runs/finetune-bn}
 M=$SHARED/models/retinaface
 MODELS=${MODELS:-"$M/mobilenet0.25_biubug6_layout_legacy.pth $M/mobilenet0.25_biubug6_layout_zip.pth"}
@@ -37,7 +39,7 @@ for model in $MODELS; do
       rm -rf "$run"
       start=$(date +%s)
       "$BIN" train --init "$model" --data "$SHARED/data/widerface/train/images" \
-        --epochs "$EPOCHS" --batch 8 --lr "$lr" --batch-norm "$bn" --checkpoint-every 0 \
+        --epochs "$EPOCHS" --batch 8 --lr "$lr" --batch-norm "$bn" --seed "$SEED" --checkpoint-every 0 \
         "${THREADS_FLAG[@]}" --out "$run" 2> "$run.log" || { echo "training failed: $run.log" >&2; exit 1; }
       secs=$(( $(date +%s) - start ))
       rows+=("$name | $bn | $lr | $(ap "$run/final.safetensors" | sed 's/ / | /g') | ${secs} s")

@@ -7,6 +7,7 @@
 //! cargo run --release -p retinaface-train --example profile_step -- \
 //!     --data ../shared/data/widerface/train/images --batch 8 --size 640 --bn train
 //! ```
+//! `--no-layers` stops after the phases (each step's loss is printed, to compare runs);
 //! `--threads N` sets the pool; `--config FILE` profiles another network; `--burn-ops`
 //! runs burn's own operations instead of the trainer's kernels (depthwise and patch
 //! convolutions, fused BatchNorm and activation).
@@ -32,6 +33,7 @@ struct Args {
     reps: usize,
     threads: Option<usize>,
     burn_ops: bool,
+    layers: bool,
 }
 
 fn args() -> Result<Args, String> {
@@ -44,6 +46,7 @@ fn args() -> Result<Args, String> {
         reps: 3,
         threads: None,
         burn_ops: false,
+        layers: true,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -56,6 +59,7 @@ fn args() -> Result<Args, String> {
             "--size" => a.size = number(value()?)?,
             "--reps" => a.reps = number(value()?)?.max(1),
             "--burn-ops" => a.burn_ops = true,
+            "--no-layers" => a.layers = false,
             "--threads" => a.threads = Some(number(value()?)?.max(1)),
             "--bn" => {
                 a.bn = match value()?.as_str() {
@@ -197,8 +201,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         shapes = traced;
         let t = Instant::now();
         let loss = multibox_loss(&out, &batch.targets, &config.loss);
-        let _ = loss.total.clone().into_scalar::<f32>();
+        let value = loss.total.clone().into_scalar::<f32>();
         let loss_fwd = ms(t);
+        println!("step {i}: loss {value:.6}");
         let t = Instant::now();
         let grads = GradientsParams::from_grads(loss.total.backward(), &model.net);
         let backward = ms(t);
@@ -234,6 +239,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         a.batch as f64 / total * 1e3
     );
 
+    if !a.layers {
+        return Ok(());
+    }
     // Every layer alone at its shape in the step.
     let mut rows: BTreeMap<String, Row> = BTreeMap::new();
     let layers = model.net.layers();

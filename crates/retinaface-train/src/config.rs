@@ -127,7 +127,8 @@ pub enum DeviceKind {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum BatchNormSetting {
-    /// `train` from scratch, `frozen` from a weights file.
+    /// `frozen` from a weights file with BatchNorm statistics (the `.pth` files, checkpoints),
+    /// `train` from scratch and from folded weights (ONNX, the detector's safetensors).
     Auto,
     /// Batch statistics, running averages updated, γ and β learn (PyTorch's `train()`).
     Train,

@@ -116,16 +116,20 @@ impl Trainer {
                     source,
                 };
                 let tensors = retinaface::weights::read_file(path).map_err(bad)?;
-                // A pretrained file keeps its BatchNorm frozen unless asked otherwise: batch
-                // statistics of a few crops move a converged network (docs/training.md).
-                let mode = match config.run.batch_norm {
-                    BatchNormSetting::Train => BnMode::Train,
-                    BatchNormSetting::Auto | BatchNormSetting::Frozen => BnMode::Frozen,
-                };
                 let b = LayerBuilder::from_tensors(&device, &tensors);
                 // Folded files carry no BatchNorm statistics: they get those of the first
                 // training batch and weights of the usual scale (see `calibrate_batch_norm`).
                 let folded = b.bn_mode() == BnMode::Frozen;
+                // A file with statistics keeps its BatchNorm frozen unless asked otherwise:
+                // batch statistics of a few crops move a converged network. A folded file's
+                // calibrated scales are not the ones it was trained in, and frozen at them
+                // it drifts fast (docs/training.md): its BatchNorm trains.
+                let mode = match (config.run.batch_norm, folded) {
+                    (BatchNormSetting::Train, _) | (BatchNormSetting::Auto, true) => BnMode::Train,
+                    (BatchNormSetting::Frozen, _) | (BatchNormSetting::Auto, false) => {
+                        BnMode::Frozen
+                    }
+                };
                 if folded {
                     let model = Model::build(&model_config, b).map_err(bad)?;
                     let batch = loader.load(0, 0);

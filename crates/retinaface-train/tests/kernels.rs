@@ -31,6 +31,7 @@ fn geometries() -> Vec<Geometry> {
             (3, 2, 0),
             (5, 1, 2),
             (1, 2, 0),
+            (1, 1, 0),
         ] {
             v.push(Geometry {
                 batch,

@@ -56,7 +56,7 @@ pub struct Args {
     device: Option<String>,
     /// BatchNorm: `train` (batch statistics, γ and β learn), `frozen` (statistics and affine
     /// map fixed, folded into the convolutions; faster), or `auto` (the config's default:
-    /// `train` from scratch, `frozen` from an `--init` file).
+    /// `frozen` from an `--init` file with BatchNorm statistics, `train` otherwise).
     #[arg(long, value_parser = ["auto", "train", "frozen"])]
     batch_norm: Option<String>,
     /// Threads for the training step and the data loader (default: one per core).

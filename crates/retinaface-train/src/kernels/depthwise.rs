@@ -5,8 +5,9 @@
 //! convolution per group (256 for MobileNet's last stage), and its input gradient goes
 //! through a grouped transposed convolution. Measured with
 //! `cargo run --release -p retinaface-train --example profile_step` (batch 8, 640×640, two
-//! threads, AVX2): the 13 depthwise layers took MEASURED_BEFORE ms of backward per step with
-//! burn's ops and MEASURED_AFTER ms with these (see docs/training.md).
+//! threads, AVX2): the 13 depthwise layers took 803 ms of backward per step with burn's
+//! operations and 189 ms with these (forward: 80 ms with burn's, 127 ms with these; see
+//! docs/training.md).
 //!
 //! Rows are walked so that the innermost loop runs over consecutive outputs: at stride 1 it
 //! is a contiguous `y += w·x` that the compiler vectorises for the instruction set the caller
@@ -38,33 +39,75 @@ pub fn forward(g: &Geometry, x: &[f32], w: &[f32], bias: Option<&[f32]>, isa: Is
 #[inline(always)]
 fn forward_plane(g: &Geometry, x: &[f32], w: &[f32], b: f32, out: &mut [f32]) {
     let (oh, ow) = g.output();
-    let (k, s, p) = (g.kernel, g.stride, g.pad);
+    let k = g.kernel;
+    let phases = Phases::of(g, x);
     out.fill(b);
     for oy in 0..oh {
         let orow = &mut out[oy * ow..(oy + 1) * ow];
         for ky in 0..k {
             let Some(iy) = g.row(oy, ky) else { continue };
-            let xrow = &x[iy * g.width..(iy + 1) * g.width];
             for kx in 0..k {
-                let wv = w[ky * k + kx];
                 let cols = g.columns(kx);
                 if cols.is_empty() {
                     continue;
                 }
-                if s == 1 {
-                    let first = cols.start + kx - p;
-                    let xs = &xrow[first..first + cols.len()];
-                    for (o, &xv) in orow[cols].iter_mut().zip(xs) {
-                        *o += wv * xv;
-                    }
-                } else {
-                    for ox in cols {
-                        orow[ox] += wv * xrow[ox * s + kx - p];
-                    }
+                let wv = w[ky * k + kx];
+                let xs = phases.source(g, iy, kx, &cols);
+                for (o, &xv) in orow[cols].iter_mut().zip(xs) {
+                    *o += wv * xv;
                 }
             }
         }
     }
+}
+
+/// A plane split by column phase for a strided convolution, so that the inputs of
+/// consecutive outputs are consecutive: phase `r` row `y` holds `x[y][j·s + r]`. At stride 1
+/// the plane itself. (Strided gathers measured about three times slower.)
+struct Phases<'a> {
+    data: std::borrow::Cow<'a, [f32]>,
+    /// Row length of a phase.
+    len: usize,
+}
+
+impl<'a> Phases<'a> {
+    fn of(g: &Geometry, x: &'a [f32]) -> Self {
+        let s = g.stride;
+        if s == 1 {
+            return Phases {
+                data: std::borrow::Cow::Borrowed(x),
+                len: g.width,
+            };
+        }
+        let len = g.width.div_ceil(s);
+        let mut data = vec![0.0f32; s * g.height * len];
+        for y in 0..g.height {
+            let row = &x[y * g.width..(y + 1) * g.width];
+            for (j, chunk) in row.chunks(s).enumerate() {
+                for (r, &v) in chunk.iter().enumerate() {
+                    data[(r * g.height + y) * len + j] = v;
+                }
+            }
+        }
+        Phases {
+            data: std::borrow::Cow::Owned(data),
+            len,
+        }
+    }
+
+    /// The inputs that outputs `cols` of input row `iy` see under filter column `kx`.
+    fn source(&self, g: &Geometry, iy: usize, kx: usize, cols: &std::ops::Range<usize>) -> &[f32] {
+        let (r, first) = phase_index(g, kx, cols.start);
+        let row = &self.data[(r * g.height + iy) * self.len..][..self.len];
+        &row[first..first + cols.len()]
+    }
+}
+
+/// Phase and index within the phase row of input column `ox·s + kx − p` (inside the row).
+#[inline(always)]
+fn phase_index(g: &Geometry, kx: usize, ox: usize) -> (usize, usize) {
+    let col = ox * g.stride + kx - g.pad;
+    (col % g.stride, col / g.stride)
 }
 
 /// The gradient of the input: `dy` is `[N, C, OH, OW]`, the result `[N, C, H, W]`.
@@ -88,28 +131,42 @@ pub fn backward_input(g: &Geometry, dy: &[f32], w: &[f32], isa: Isa) -> Vec<f32>
 #[inline(always)]
 fn backward_input_plane(g: &Geometry, dy: &[f32], w: &[f32], dx: &mut [f32]) {
     let (oh, ow) = g.output();
-    let (k, s, p) = (g.kernel, g.stride, g.pad);
+    let (k, s) = (g.kernel, g.stride);
+    // Accumulate by phase (contiguous), then interleave into the plane.
+    let len = g.width.div_ceil(s);
+    let mut acc = if s == 1 {
+        Vec::new()
+    } else {
+        vec![0.0f32; s * g.height * len]
+    };
     for oy in 0..oh {
         let dyrow = &dy[oy * ow..(oy + 1) * ow];
         for ky in 0..k {
             let Some(iy) = g.row(oy, ky) else { continue };
-            let dxrow = &mut dx[iy * g.width..(iy + 1) * g.width];
             for kx in 0..k {
-                let wv = w[ky * k + kx];
                 let cols = g.columns(kx);
                 if cols.is_empty() {
                     continue;
                 }
-                if s == 1 {
-                    let first = cols.start + kx - p;
-                    let len = cols.len();
-                    for (d, &gv) in dxrow[first..first + len].iter_mut().zip(&dyrow[cols]) {
-                        *d += wv * gv;
-                    }
+                let wv = w[ky * k + kx];
+                let (r, first) = phase_index(g, kx, cols.start);
+                let row = if s == 1 {
+                    &mut dx[iy * g.width..(iy + 1) * g.width]
                 } else {
-                    for ox in cols {
-                        dxrow[ox * s + kx - p] += wv * dyrow[ox];
-                    }
+                    &mut acc[(r * g.height + iy) * len..][..len]
+                };
+                for (d, &gv) in row[first..first + cols.len()].iter_mut().zip(&dyrow[cols]) {
+                    *d += wv * gv;
+                }
+            }
+        }
+    }
+    if s > 1 {
+        for y in 0..g.height {
+            let row = &mut dx[y * g.width..(y + 1) * g.width];
+            for (j, chunk) in row.chunks_mut(s).enumerate() {
+                for (r, v) in chunk.iter_mut().enumerate() {
+                    *v = acc[(r * g.height + y) * len + j];
                 }
             }
         }
@@ -148,24 +205,19 @@ pub fn backward_weight(g: &Geometry, x: &[f32], dy: &[f32], isa: Isa) -> (Vec<f3
 #[inline(always)]
 fn backward_weight_plane(g: &Geometry, x: &[f32], dy: &[f32], dw: &mut [f32]) {
     let (oh, ow) = g.output();
-    let (k, s, p) = (g.kernel, g.stride, g.pad);
+    let k = g.kernel;
+    let phases = Phases::of(g, x);
     for oy in 0..oh {
         let dyrow = &dy[oy * ow..(oy + 1) * ow];
         for ky in 0..k {
             let Some(iy) = g.row(oy, ky) else { continue };
-            let xrow = &x[iy * g.width..(iy + 1) * g.width];
             for kx in 0..k {
                 let cols = g.columns(kx);
                 if cols.is_empty() {
                     continue;
                 }
-                dw[ky * k + kx] += if s == 1 {
-                    let first = cols.start + kx - p;
-                    dot(&dyrow[cols.clone()], &xrow[first..first + cols.len()])
-                } else {
-                    cols.map(|ox| dyrow[ox] * xrow[ox * s + kx - p])
-                        .sum::<f32>()
-                };
+                let xs = phases.source(g, iy, kx, &cols);
+                dw[ky * k + kx] += dot(&dyrow[cols], xs);
             }
         }
     }

@@ -5,8 +5,8 @@
 //! write the whole feature map a dozen times forward and backward. Measured with
 //! `cargo run --release -p retinaface-train --example profile_step` (MobileNet-0.25, batch 8,
 //! 640×640, two threads, AVX2): BatchNorm took 845 ms and the activations 1,475 ms of a
-//! 4,250 ms step; fused, the statistics take two reads of the input, the output one write,
-//! and the gradient two reads (docs/training.md has the figures after).
+//! 4,250 ms step; fused (the statistics two reads of the input, the output one write, the
+//! gradient two reads and one write), 350 ms for both together (docs/training.md).
 //!
 //! The variance is the biased one (divided by the number of values), the one burn's
 //! BatchNorm normalises with and keeps as its running variance.
