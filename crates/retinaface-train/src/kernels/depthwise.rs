@@ -14,7 +14,7 @@
 //! enabled (see [`super::Isa`]); the weight gradient's dot products keep eight partial sums so
 //! that they vectorise too.
 
-use super::{Geometry, Isa};
+use super::{run, Geometry, Isa};
 use rayon::prelude::*;
 
 /// `y = depthwise(x, w) + bias`: `x` is `[N, C, H, W]`, `w` `[C, 1, k, k]`, `bias` `[C]`.
@@ -31,7 +31,7 @@ pub fn forward(g: &Geometry, x: &[f32], w: &[f32], bias: Option<&[f32]>, isa: Is
             let xp = &x[i * g.plane()..(i + 1) * g.plane()];
             let wc = &w[c * kk..(c + 1) * kk];
             let b = bias.map_or(0.0, |b| b[c]);
-            isa.run(|| forward_plane(g, xp, wc, b, out));
+            run(isa, || forward_plane(g, xp, wc, b, out));
         });
     y
 }
@@ -123,7 +123,7 @@ pub fn backward_input(g: &Geometry, dy: &[f32], w: &[f32], isa: Isa) -> Vec<f32>
             let c = i % g.channels;
             let dyp = &dy[i * g.out_plane()..(i + 1) * g.out_plane()];
             let wc = &w[c * kk..(c + 1) * kk];
-            isa.run(|| backward_input_plane(g, dyp, wc, dxp));
+            run(isa, || backward_input_plane(g, dyp, wc, dxp));
         });
     dx
 }
@@ -185,7 +185,7 @@ pub fn backward_weight(g: &Geometry, x: &[f32], dy: &[f32], isa: Isa) -> (Vec<f3
                 let i = n * g.channels + c;
                 let xp = &x[i * g.plane()..(i + 1) * g.plane()];
                 let dyp = &dy[i * g.out_plane()..(i + 1) * g.out_plane()];
-                isa.run(|| {
+                run(isa, || {
                     db += sum(dyp);
                     backward_weight_plane(g, xp, dyp, &mut dw);
                 });

@@ -70,59 +70,26 @@ impl Geometry {
     }
 }
 
-/// An instruction set a kernel is compiled for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Isa {
-    /// Whatever the build targets (SSE2 on plain x86-64).
-    Portable,
-    /// AVX2 with FMA.
-    Avx2,
-    /// AVX-512 (foundation).
-    Avx512,
-}
+/// An instruction set a kernel is compiled for: the engine's, detected once per process
+/// (`RETINAFACE_SIMD` forces one, as for inference).
+pub use retinaface::engine::Simd as Isa;
 
-impl Isa {
-    /// Every set, best first.
-    pub const ALL: [Isa; 3] = [Isa::Avx512, Isa::Avx2, Isa::Portable];
-
-    /// Whether this machine runs it.
-    pub fn supported(self) -> bool {
-        match self {
-            Isa::Portable => true,
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"),
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx512 => is_x86_feature_detected!("avx512f"),
-            #[cfg(not(target_arch = "x86_64"))]
-            _ => false,
+/// Runs `f` compiled for `isa` (inlined into a function with its target features), or
+/// portably where the machine lacks it.
+#[inline(always)]
+pub fn run<R>(isa: Isa, f: impl FnOnce() -> R) -> R {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if isa == Isa::Avx512 && isa.supported() {
+            // SAFETY: the CPU has AVX-512F, checked just above.
+            return unsafe { with_avx512(f) };
+        }
+        if isa == Isa::Avx2 && isa.supported() {
+            // SAFETY: the CPU has AVX2 and FMA, checked just above.
+            return unsafe { with_avx2(f) };
         }
     }
-
-    /// The best set this machine runs.
-    pub fn best() -> Isa {
-        Isa::ALL
-            .into_iter()
-            .find(|i| i.supported())
-            .unwrap_or(Isa::Portable)
-    }
-
-    /// Runs `f` compiled for this set (inlined into a function with its target features),
-    /// or portably where the machine lacks it.
-    #[inline(always)]
-    pub fn run<R>(self, f: impl FnOnce() -> R) -> R {
-        #[cfg(target_arch = "x86_64")]
-        {
-            if self == Isa::Avx512 && self.supported() {
-                // SAFETY: the CPU has AVX-512F, checked just above.
-                return unsafe { with_avx512(f) };
-            }
-            if self == Isa::Avx2 && self.supported() {
-                // SAFETY: the CPU has AVX2 and FMA, checked just above.
-                return unsafe { with_avx2(f) };
-            }
-        }
-        f()
-    }
+    f()
 }
 
 #[cfg(target_arch = "x86_64")]

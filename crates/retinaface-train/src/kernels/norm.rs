@@ -11,7 +11,7 @@
 //! The variance is the biased one (divided by the number of values), the one burn's
 //! BatchNorm normalises with and keeps as its running variance.
 
-use super::Isa;
+use super::{run, Isa};
 use rayon::prelude::*;
 
 /// An NCHW shape: batch, channels, and pixels per plane.
@@ -71,7 +71,7 @@ pub fn channel_stats(p: &Planes, x: &[f32], isa: Isa) -> (Vec<f32>, Vec<f32>) {
     (0..p.channels)
         .into_par_iter()
         .map(|c| {
-            isa.run(|| {
+            run(isa, || {
                 let plane = |n: usize| &x[(n * p.channels + c) * p.pixels..][..p.pixels];
                 let sum: f64 = (0..p.batch)
                     .map(|n| {
@@ -126,7 +126,7 @@ pub fn forward(
         .enumerate()
         .for_each(|(i, (yp, xp))| {
             let (a, b) = ab[i % p.channels];
-            isa.run(|| {
+            run(isa, || {
                 for (o, &v) in yp.iter_mut().zip(xp) {
                     *o = act(a * v + b, s);
                 }
@@ -162,7 +162,7 @@ pub fn backward(
         .map(|c| {
             let (a, b) = ab[c];
             let (m, is) = (mean[c], inv_std[c]);
-            isa.run(|| {
+            run(isa, || {
                 let (mut sg, mut sgx) = (0.0f64, 0.0f64);
                 for n in 0..p.batch {
                     let at = (n * p.channels + c) * p.pixels;
@@ -191,7 +191,7 @@ pub fn backward(
             let (mg, mgx) = (dbeta[c] / count, dgamma[c] / count);
             let at = i * p.pixels;
             let (xv, gv) = (&x[at..at + p.pixels], &dy[at..at + p.pixels]);
-            isa.run(|| {
+            run(isa, || {
                 for ((d, &v), &gy) in dxp.iter_mut().zip(xv).zip(gv) {
                     let g = act_grad(a * v + b, gy, s);
                     *d = k * (g - mg - (v - m) * is * mgx);
@@ -207,7 +207,7 @@ pub fn activation(x: &[f32], slope: f32, isa: Isa) -> Vec<f32> {
     y.par_chunks_mut(1 << 14)
         .zip(x.par_chunks(1 << 14))
         .for_each(|(yc, xc)| {
-            isa.run(|| {
+            run(isa, || {
                 for (o, &v) in yc.iter_mut().zip(xc) {
                     *o = act(v, slope);
                 }
@@ -222,7 +222,7 @@ pub fn activation_grad(x: &[f32], dy: &[f32], slope: f32, isa: Isa) -> Vec<f32> 
     dx.par_chunks_mut(1 << 14)
         .zip(x.par_chunks(1 << 14).zip(dy.par_chunks(1 << 14)))
         .for_each(|(dc, (xc, gc))| {
-            isa.run(|| {
+            run(isa, || {
                 for ((d, &v), &g) in dc.iter_mut().zip(xc).zip(gc) {
                     *d = act_grad(v, g, slope);
                 }

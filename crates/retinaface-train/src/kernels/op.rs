@@ -305,7 +305,7 @@ impl TrainOps for Flex {
             &values(&x),
             &values(&weight),
             Some(&values(&bias)),
-            Isa::best(),
+            Isa::active(),
         );
         let (oh, ow) = g.output();
         flex(y, vec![g.batch, g.channels, oh, ow])
@@ -326,12 +326,12 @@ impl TrainOps for Flex {
 
     fn leaky_act(x: FlexTensor, slope: f32) -> FlexTensor {
         let shape = x.shape().dims::<4>().to_vec();
-        flex(norm::activation(&values(&x), slope, Isa::best()), shape)
+        flex(norm::activation(&values(&x), slope, Isa::active()), shape)
     }
 
     fn unfold_patches(x: FlexTensor, kernel: usize, stride: usize, pad: usize) -> FlexTensor {
         let g = geometry(&x.shape().dims::<4>(), kernel, stride, pad);
-        let cols = patches::unfold(&g, &values(&x), Isa::best());
+        let cols = patches::unfold(&g, &values(&x), Isa::active());
         let (oh, ow) = g.output();
         flex(cols, vec![g.batch, g.channels * kernel * kernel, oh * ow])
     }
@@ -356,7 +356,7 @@ impl TrainGrads for Flex {
         let shape = x.shape().dims::<4>().to_vec();
         let p = planes(&shape);
         let xv = values(&x);
-        let isa = Isa::best();
+        let isa = Isa::active();
         let (mean, var) = norm::channel_stats(&p, &xv, isa);
         let (gamma, beta) = (values(&gamma).into_owned(), values(&beta).into_owned());
         let y = norm::forward(&p, &xv, &gamma, &beta, &mean, &var, eps, slope, isa);
@@ -394,25 +394,25 @@ impl TrainGrads for Flex {
             &s.var,
             s.eps,
             s.slope,
-            Isa::best(),
+            Isa::active(),
         );
         let c = s.planes.channels;
         (flex(dx, shape), flex(dgamma, vec![c]), flex(dbeta, vec![c]))
     }
 
     fn fold_patches(cols: FlexTensor, g: Geometry) -> FlexTensor {
-        let x = patches::fold(&g, &values(&cols), Isa::best());
+        let x = patches::fold(&g, &values(&cols), Isa::active());
         flex(x, vec![g.batch, g.channels, g.height, g.width])
     }
 
     fn leaky_relu_grad(x: FlexTensor, dy: FlexTensor, slope: f32) -> FlexTensor {
         let shape = x.shape().dims::<4>().to_vec();
-        let dx = norm::activation_grad(&values(&x), &values(&dy), slope, Isa::best());
+        let dx = norm::activation_grad(&values(&x), &values(&dy), slope, Isa::active());
         flex(dx, shape)
     }
 
     fn depthwise_grad_input(dy: FlexTensor, weight: FlexTensor, g: Geometry) -> FlexTensor {
-        let dx = depthwise::backward_input(&g, &values(&dy), &values(&weight), Isa::best());
+        let dx = depthwise::backward_input(&g, &values(&dy), &values(&weight), Isa::active());
         flex(dx, vec![g.batch, g.channels, g.height, g.width])
     }
 
@@ -421,7 +421,7 @@ impl TrainGrads for Flex {
         dy: FlexTensor,
         g: Geometry,
     ) -> (FlexTensor, FlexTensor) {
-        let (dw, db) = depthwise::backward_weight(&g, &values(&x), &values(&dy), Isa::best());
+        let (dw, db) = depthwise::backward_weight(&g, &values(&x), &values(&dy), Isa::active());
         (
             flex(dw, vec![g.channels, 1, g.kernel, g.kernel]),
             flex(db, vec![g.channels]),

@@ -7,7 +7,7 @@
 //! MobileNet-0.25's seventeen dense 3×3 layers (batch 8, 640×640, two threads; measured with
 //! `examples/profile_step.rs`); as patches times weights, 319 ms (docs/training.md).
 
-use super::{Geometry, Isa};
+use super::{run, Geometry, Isa};
 use rayon::prelude::*;
 
 /// `[N, C, H, W]` → `[N, C·k·k, OH·OW]`: row `(c·k + ky)·k + kx` holds, for every output
@@ -24,7 +24,7 @@ pub fn unfold(g: &Geometry, x: &[f32], isa: Isa) -> Vec<f32> {
         .enumerate()
         .for_each(|(i, rows)| {
             let plane = &x[i * g.plane()..(i + 1) * g.plane()];
-            isa.run(|| unfold_channel(g, plane, rows));
+            run(isa, || unfold_channel(g, plane, rows));
         });
     cols
 }
@@ -67,7 +67,7 @@ pub fn fold(g: &Geometry, cols: &[f32], isa: Isa) -> Vec<f32> {
         .enumerate()
         .for_each(|(i, plane)| {
             let rows = &cols[i * taps * out..(i + 1) * taps * out];
-            isa.run(|| fold_channel(g, rows, plane));
+            run(isa, || fold_channel(g, rows, plane));
         });
     x
 }
