@@ -13,8 +13,8 @@ mod common;
 
 use common::{fixture, gt_dir, TempDir};
 use retinaface_eval::widerface::{
-    evaluate, evaluate_subset, EvalOptions, EvalReport, GroundTruth, ImageFilter, Predictions,
-    Setting, Subset,
+    evaluate, evaluate_range, evaluate_subset, EvalOptions, EvalReport, GroundTruth, ImageFilter,
+    IouThresholds, Predictions, Setting, Subset,
 };
 
 fn expected(file: &str) -> serde_json::Value {
@@ -240,4 +240,60 @@ fn fixture_parity_survives_formatting_differences() {
     };
     let report = evaluate(&gt, &preds, &opts).expect("evaluate");
     assert_matches_reference(&report, &expected("expected.json"));
+}
+
+/// The challenge mAP (IoU 0.5:0.95) against the reference script run once per threshold:
+/// every per-threshold AP agrees with `wider_eval.py --iou T`, the mean is their mean, and
+/// the AP at 0.5 is bit-identical to the single-threshold evaluation.
+#[test]
+fn challenge_map_agrees_with_the_reference_at_every_threshold() {
+    let gt = GroundTruth::load(&gt_dir()).expect("ground truth");
+    let preds = Predictions::load(&fixture("wider_pred")).expect("predictions");
+    let tmp = TempDir::new("challenge");
+    let opts = EvalOptions {
+        images: Some(filter_dir(&tmp)),
+        ..EvalOptions::default()
+    };
+    let range = IouThresholds::parse("0.5:0.95").expect("range");
+    let report = evaluate_range(&gt, &preds, &opts, &range).expect("evaluate");
+    let single = evaluate(&gt, &preds, &opts).expect("evaluate at 0.5");
+    let script = common::shared_dir().join("tools/ref/wider_eval.py");
+    let mut sums = [0.0f64; 3];
+    for t in range.values() {
+        let out = std::process::Command::new("python3")
+            .arg(&script)
+            .args(["--pred".as_ref(), fixture("wider_pred").as_os_str()])
+            .args(["--gt".as_ref(), gt_dir().as_os_str()])
+            .args(["--images".as_ref(), tmp.path().as_os_str()])
+            .args(["--iou", &t.to_string(), "--json"])
+            .output()
+            .expect("python3 runs wider_eval.py (numpy and scipy: .ci/run installs them)");
+        assert!(
+            out.status.success(),
+            "wider_eval.py --iou {t}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let want: serde_json::Value = serde_json::from_slice(&out.stdout).expect("its JSON");
+        for (k, s) in Setting::ALL.into_iter().enumerate() {
+            let ours = report.get(s).per_iou[&format!("{t:.2}")];
+            let theirs = want[s.name()]["ap"].as_f64().expect("ap");
+            assert!(
+                (ours - theirs).abs() <= 1e-12,
+                "{s} at IoU {t}: {ours} vs reference {theirs}"
+            );
+            sums[k] += theirs;
+        }
+    }
+    for (k, s) in Setting::ALL.into_iter().enumerate() {
+        let r = report.get(s);
+        assert_eq!(r.per_iou.len(), 10);
+        assert!((r.ap - sums[k] / 10.0).abs() <= 1e-12, "{s} mean {}", r.ap);
+        assert_eq!(r.per_iou["0.50"].to_bits(), single.get(s).ap.to_bits());
+        // Stricter thresholds never find more: the curve over IoU falls.
+        let aps: Vec<f64> = r.per_iou.values().copied().collect();
+        assert!(aps.windows(2).all(|w| w[1] <= w[0]), "{s}: {aps:?}");
+        assert!(aps[9] < aps[0], "{s}: {aps:?}");
+    }
+    let json: serde_json::Value = serde_json::from_str(&report.to_json()).expect("JSON");
+    assert!(json["hard"]["per_iou"]["0.95"].is_f64());
 }

@@ -141,6 +141,10 @@ pub enum BatchNormSetting {
 pub struct RunSection {
     /// `scratch` or a weights file.
     pub init: String,
+    /// With `init = "scratch"`: the backbone's weights from this file (any file the detector
+    /// loads, of a network with the same backbone), the other layers drawn.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init_backbone: Option<String>,
     pub out: PathBuf,
     pub seed: u64,
     /// Optimiser steps between checkpoints (0 = only at the end).
@@ -225,6 +229,18 @@ impl TrainConfig {
         }
         if self.loss.negatives_per_positive < 0.0 {
             return bad("negatives_per_positive must be ≥ 0");
+        }
+        if self.run.init_backbone.is_some() && self.run.init != "scratch" {
+            return bad(
+                "init_backbone starts the backbone of a run from scratch: init must be \"scratch\"",
+            );
+        }
+        let l = &self.loss;
+        if !(l.focal_alpha >= 0.0 && l.focal_alpha <= 1.0 && l.focal_gamma >= 0.0) {
+            return bad("focal_alpha must be in [0, 1] and focal_gamma ≥ 0");
+        }
+        if !(l.segmentation_weight >= 0.0 && l.segmentation_weight.is_finite()) {
+            return bad("segmentation_weight must be ≥ 0");
         }
         if !(0.0..=1.0).contains(&self.augment.flip) {
             return bad("flip is a probability");

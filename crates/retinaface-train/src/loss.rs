@@ -1,6 +1,9 @@
-//! The multi-task loss (SPEC §1.5): softmax cross-entropy over faces and the hardest
-//! negatives (OHEM), smooth-L1 on boxes of face anchors and on landmarks of face anchors whose
-//! face has them, each normalised by its anchor count, then weighted.
+//! The multi-task losses. RetinaFace's (SPEC §1.5): softmax cross-entropy over faces and the
+//! hardest negatives (OHEM), smooth-L1 on boxes of face anchors and on landmarks of face
+//! anchors whose face has them, each normalised by its anchor count, then weighted.
+//! DF²S²'s (SPEC §2): sigmoid focal loss over every anchor that is not ignored and smooth-L1
+//! boxes, both normalised per pyramid level by that level's face anchors, plus per-pixel
+//! sigmoid cross-entropy of each level's segmentation logits against its box-level mask.
 
 use crate::matching::Targets;
 use crate::network::{tensor, HeadOutput};
@@ -8,16 +11,54 @@ use burn::tensor::activation::{log_sigmoid, log_softmax};
 use burn::tensor::Tensor;
 use serde::{Deserialize, Serialize};
 
-/// Loss weights and OHEM.
+/// The classification loss.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Classification {
+    /// Cross-entropy over the faces and the hardest negatives (OHEM), normalised by all face
+    /// anchors of the batch (RetinaFace).
+    #[default]
+    CrossEntropy,
+    /// Sigmoid focal loss over every anchor not ignored, normalised per level by its face
+    /// anchors; boxes are normalised per level alike (DF²S²).
+    Focal,
+}
+
+/// Loss weights, OHEM and the focal loss.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LossConfig {
-    /// λ for the box term (the paper 0.25, the port 2.0).
+    /// λ for the box term (the paper 0.25, the port 2.0, DF²S² λ1 = 1).
     pub box_weight: f32,
     /// λ for the landmark term (the paper 0.1, the port 1.0).
     pub landmark_weight: f32,
-    /// Hard negatives kept per positive anchor (3).
+    /// Hard negatives kept per positive anchor (3); cross-entropy only.
     pub negatives_per_positive: f32,
+    /// `cross-entropy` (default) or `focal`.
+    #[serde(default)]
+    pub classification: Classification,
+    /// Focal loss α: the weight of face anchors (background 1 − α).
+    #[serde(default = "default_alpha")]
+    pub focal_alpha: f32,
+    /// Focal loss γ: how much easy anchors are discounted.
+    #[serde(default = "default_gamma")]
+    pub focal_gamma: f32,
+    /// λ2 for DF²S²'s segmentation term (0 trains without the branch); networks without a
+    /// segmentation head ignore it.
+    #[serde(default = "default_segmentation")]
+    pub segmentation_weight: f32,
+}
+
+fn default_alpha() -> f32 {
+    0.25
+}
+
+fn default_gamma() -> f32 {
+    2.0
+}
+
+fn default_segmentation() -> f32 {
+    1.0
 }
 
 impl LossConfig {
@@ -26,6 +67,10 @@ impl LossConfig {
             box_weight: 2.0,
             landmark_weight: 1.0,
             negatives_per_positive: 3.0,
+            classification: Classification::CrossEntropy,
+            focal_alpha: default_alpha(),
+            focal_gamma: default_gamma(),
+            segmentation_weight: default_segmentation(),
         }
     }
 
@@ -33,7 +78,17 @@ impl LossConfig {
         LossConfig {
             box_weight: 0.25,
             landmark_weight: 0.1,
-            negatives_per_positive: 3.0,
+            ..Self::port()
+        }
+    }
+
+    /// DF²S²: focal loss (α 0.25, γ 2), λ1 = 1, λ2 = 1, no landmarks.
+    pub fn df2s2() -> Self {
+        LossConfig {
+            box_weight: 1.0,
+            landmark_weight: 0.0,
+            classification: Classification::Focal,
+            ..Self::port()
         }
     }
 }
@@ -46,6 +101,8 @@ pub struct Loss {
     pub class: f32,
     pub boxes: f32,
     pub landmarks: f32,
+    /// The segmentation term (summed over levels), 0 without one.
+    pub segmentation: f32,
     pub positives: usize,
 }
 
@@ -79,8 +136,89 @@ fn smooth_l1<const D: usize>(x: Tensor<D>) -> Tensor<D> {
 pub fn multibox_loss(out: &HeadOutput, targets: &[Targets], config: &LossConfig) -> Loss {
     let [b, n, _] = out.class.dims();
     let device = out.class.device();
-    // Softmax heads: log p from two logits; sigmoid heads (DF²S²): log σ(±z) of one. (DF²S²'s
-    // focal loss replaces this cross-entropy in its own recipe.)
+    let flat =
+        |f: &dyn Fn(&Targets) -> Vec<f32>| -> Vec<f32> { targets.iter().flat_map(f).collect() };
+    let is_face = flat(&|t| t.labels.iter().map(|&l| f32::from(l == 1)).collect());
+    let positives = is_face.iter().filter(|&&v| v > 0.0).count();
+    let np = positives.max(1) as f32;
+    let y: Tensor<2> = tensor(is_face, vec![b, n], &device);
+
+    // The class term, and the per-anchor weight and divisor of the box term.
+    let (class, box_weight, box_divisor) = match config.classification {
+        Classification::CrossEntropy => {
+            let class = ohem_cross_entropy(out, targets, y.clone(), config) / np;
+            (class, y.clone(), np)
+        }
+        Classification::Focal => {
+            let norm = per_level_normaliser(&out.levels, targets, n);
+            let valid = flat(&|t| t.labels.iter().map(|&l| f32::from(l >= 0)).collect());
+            let weight: Vec<f32> = valid.iter().zip(&norm).map(|(v, w)| v * w).collect();
+            let weight: Tensor<2> = tensor(weight, vec![b, n], &device);
+            let z = face_logit(&out.class);
+            let class =
+                (focal_loss(z, y.clone(), config.focal_alpha, config.focal_gamma) * weight).sum();
+            let norm: Tensor<2> = tensor(norm, vec![b, n], &device);
+            (class, y.clone() * norm, 1.0)
+        }
+    };
+
+    let box_t: Tensor<3> = tensor(flat(&|t| t.boxes.clone()), vec![b, n, 4], &device);
+    let boxes =
+        (smooth_l1(out.boxes.clone() - box_t) * box_weight.reshape([b, n, 1])).sum() / box_divisor;
+
+    let with_landmarks = targets
+        .iter()
+        .map(|t| t.landmark_mask.iter().filter(|&&v| v > 0.0).count())
+        .sum::<usize>();
+    let nl = with_landmarks.max(1) as f32;
+    let lm_mask: Tensor<3> = tensor(flat(&|t| t.landmark_mask.clone()), vec![b, n, 1], &device);
+    let lm_t: Tensor<3> = tensor(flat(&|t| t.landmarks.clone()), vec![b, n, 10], &device);
+    let landmarks = match &out.landmarks {
+        Some(l) => (smooth_l1(l.clone() - lm_t) * lm_mask).sum() / nl,
+        None => Tensor::zeros([1], &device),
+    };
+
+    let segmentation = segmentation_loss(&out.segmentation, targets);
+
+    let scalar = |t: &Tensor<1>| t.clone().detach().into_scalar::<f32>();
+    let (c, bx, lm) = (scalar(&class), scalar(&boxes), scalar(&landmarks));
+    let mut total = class + boxes * config.box_weight + landmarks * config.landmark_weight;
+    let mut seg = 0.0;
+    if let Some(s) = segmentation {
+        seg = scalar(&s);
+        total = total + s * config.segmentation_weight;
+    }
+    Loss {
+        total,
+        class: c,
+        boxes: bx,
+        landmarks: lm,
+        segmentation: seg,
+        positives,
+    }
+}
+
+/// The face logit of every anchor, `[B, N]`: the sigmoid head's one logit, or for a softmax
+/// head the difference of its two (whose sigmoid is the softmax's face probability).
+fn face_logit(class: &Tensor<3>) -> Tensor<2> {
+    let [b, n, s] = class.dims();
+    if s == 1 {
+        class.clone().reshape([b, n])
+    } else {
+        (class.clone().narrow(2, 1, 1) - class.clone().narrow(2, 0, 1)).reshape([b, n])
+    }
+}
+
+/// Cross-entropy summed over the faces and the hardest negatives (OHEM), not yet normalised.
+fn ohem_cross_entropy(
+    out: &HeadOutput,
+    targets: &[Targets],
+    y: Tensor<2>,
+    config: &LossConfig,
+) -> Tensor<1> {
+    let [b, n, _] = out.class.dims();
+    let device = out.class.device();
+    // Softmax heads: log p from two logits; sigmoid heads: log σ(±z) of one.
     let (lp_bg, lp_face): (Tensor<2>, Tensor<2>) = match out.class.dims()[2] {
         1 => {
             let z: Tensor<2> = out.class.clone().reshape([b, n]);
@@ -94,12 +232,6 @@ pub fn multibox_loss(out: &HeadOutput, targets: &[Targets], config: &LossConfig)
             )
         }
     };
-
-    let flat =
-        |f: &dyn Fn(&Targets) -> Vec<f32>| -> Vec<f32> { targets.iter().flat_map(f).collect() };
-    let is_face = flat(&|t| t.labels.iter().map(|&l| f32::from(l == 1)).collect());
-    let y: Tensor<2> = tensor(is_face.clone(), vec![b, n], &device);
-
     // OHEM on the host from the detached background loss.
     let bg_loss: Vec<f32> = lp_bg
         .clone()
@@ -118,40 +250,68 @@ pub fn multibox_loss(out: &HeadOutput, targets: &[Targets], config: &LossConfig)
         ));
     }
     let sel: Tensor<2> = tensor(selected, vec![b, n], &device);
-
-    let positives = is_face.iter().filter(|&&v| v > 0.0).count();
-    let with_landmarks = targets
-        .iter()
-        .map(|t| t.landmark_mask.iter().filter(|&&v| v > 0.0).count())
-        .sum::<usize>();
-    let np = positives.max(1) as f32;
-    let nl = with_landmarks.max(1) as f32;
-
     // −log p(label) = −(lp_bg + y · (lp_face − lp_bg)).
-    let ce = (lp_bg.clone() + y.clone() * (lp_face - lp_bg)).neg();
-    let class = (ce * sel).sum() / np;
+    let ce = (lp_bg.clone() + y * (lp_face - lp_bg)).neg();
+    (ce * sel).sum()
+}
 
-    let pos3: Tensor<3> = y.reshape([b, n, 1]);
-    let box_t: Tensor<3> = tensor(flat(&|t| t.boxes.clone()), vec![b, n, 4], &device);
-    let boxes = (smooth_l1(out.boxes.clone() - box_t) * pos3).sum() / np;
+/// Sigmoid focal loss of logits `z` against 0/1 labels `y`, per anchor:
+/// `−α (1 − p)^γ log p` for faces, `−(1 − α) p^γ log(1 − p)` for background, `p = σ(z)`.
+/// The powers are taken as `exp(γ · log σ(∓z))`, finite for any logit.
+pub fn focal_loss(z: Tensor<2>, y: Tensor<2>, alpha: f32, gamma: f32) -> Tensor<2> {
+    let log_p = log_sigmoid(z.clone());
+    let log_q = log_sigmoid(z.neg());
+    let face = (log_q.clone() * gamma).exp() * log_p.clone() * (-alpha);
+    let background = (log_p * gamma).exp() * log_q * (alpha - 1.0);
+    background.clone() + y * (face - background)
+}
 
-    let lm_mask: Tensor<3> = tensor(flat(&|t| t.landmark_mask.clone()), vec![b, n, 1], &device);
-    let lm_t: Tensor<3> = tensor(flat(&|t| t.landmarks.clone()), vec![b, n, 10], &device);
-    let landmarks = match &out.landmarks {
-        Some(l) => (smooth_l1(l.clone() - lm_t) * lm_mask).sum() / nl,
-        None => Tensor::zeros([1], &device),
-    };
-
-    let scalar = |t: &Tensor<1>| t.clone().detach().into_scalar::<f32>();
-    let (c, bx, lm) = (scalar(&class), scalar(&boxes), scalar(&landmarks));
-    let total = class + boxes * config.box_weight + landmarks * config.landmark_weight;
-    Loss {
-        total,
-        class: c,
-        boxes: bx,
-        landmarks: lm,
-        positives,
+/// `1 / max(1, N_k)` for every anchor of the batch, `N_k` the face anchors of the batch on the
+/// anchor's level (SPEC §2's per-level normalisation).
+fn per_level_normaliser(levels: &[usize], targets: &[Targets], n: usize) -> Vec<f32> {
+    let mut per_anchor = vec![0.0f32; n];
+    let mut first = 0;
+    for &count in levels {
+        let end = (first + count).min(n);
+        let faces: usize = targets
+            .iter()
+            .map(|t| t.labels[first..end].iter().filter(|&&l| l == 1).count())
+            .sum();
+        per_anchor[first..end].fill(1.0 / faces.max(1) as f32);
+        first = end;
     }
+    targets
+        .iter()
+        .flat_map(|_| per_anchor.iter().copied())
+        .collect()
+}
+
+/// DF²S²'s segmentation term: per level, the mean per-pixel sigmoid cross-entropy of the
+/// logits against the box-level masks, summed over levels. `None` when the network gave no
+/// logits or the targets carry no masks.
+fn segmentation_loss(logits: &[Tensor<4>], targets: &[Targets]) -> Option<Tensor<1>> {
+    if logits.is_empty() || targets.iter().any(|t| t.masks.len() != logits.len()) {
+        return None;
+    }
+    let mut total: Option<Tensor<1>> = None;
+    for (k, z) in logits.iter().enumerate() {
+        let [b, _, h, w] = z.dims();
+        let mask: Vec<f32> = targets
+            .iter()
+            .flat_map(|t| t.masks[k].iter().copied())
+            .collect();
+        let m: Tensor<2> = tensor(mask, vec![b, h * w], &z.device());
+        let z: Tensor<2> = z.clone().reshape([b, h * w]);
+        let log_bg = log_sigmoid(z.clone().neg());
+        // −[m log σ(z) + (1 − m) log σ(−z)].
+        let bce = (log_bg.clone() + m * (log_sigmoid(z) - log_bg)).neg();
+        let level = bce.mean();
+        total = Some(match total {
+            Some(t) => t + level,
+            None => level,
+        });
+    }
+    total
 }
 
 #[cfg(test)]
@@ -197,17 +357,18 @@ mod tests {
                 &device,
             )),
             segmentation: Vec::new(),
+            levels: vec![3],
         };
         let t = Targets {
             labels: vec![1, 0, 0],
             boxes: vec![0.0; 12],
             landmarks: vec![0.0; 30],
             landmark_mask: vec![1.0, 0.0, 0.0],
+            masks: Vec::new(),
         };
         let config = LossConfig {
-            box_weight: 2.0,
-            landmark_weight: 1.0,
             negatives_per_positive: 1.0,
+            ..LossConfig::port()
         };
         let l = multibox_loss(&out, &[t], &config);
         // Class: face −log ½ = 0.693147; OHEM keeps the harder negative (0, 2):
@@ -224,5 +385,110 @@ mod tests {
             "{total}"
         );
         assert_eq!(l.positives, 1);
+    }
+
+    fn values(t: Tensor<2>) -> Vec<f32> {
+        t.into_data().convert::<f32>().try_to_vec().unwrap()
+    }
+
+    #[test]
+    fn focal_loss_equals_the_hand_computed_value_and_half_cross_entropy_at_gamma_0() {
+        let device = Device::flex();
+        let z = tensor(vec![2.0, -1.0, 0.5, -3.0], vec![1, 4], &device);
+        let y = tensor(vec![1.0, 1.0, 0.0, 0.0], vec![1, 4], &device);
+        let got = values(focal_loss(z.clone(), y.clone(), 0.25, 2.0));
+        let sigmoid = |v: f64| 1.0 / (1.0 + (-v).exp());
+        let want: Vec<f64> = [(2.0, true), (-1.0, true), (0.5, false), (-3.0, false)]
+            .iter()
+            .map(|&(z, face)| {
+                let p = sigmoid(z);
+                if face {
+                    -0.25 * (1.0 - p).powi(2) * p.ln()
+                } else {
+                    -0.75 * p.powi(2) * (1.0 - p).ln()
+                }
+            })
+            .collect();
+        // By hand for z = 2, a face: p = 0.880797, −0.25 · 0.119203² · ln p = 0.000451.
+        assert!((want[0] - 0.000451).abs() < 1e-6, "{}", want[0]);
+        for (g, w) in got.iter().zip(&want) {
+            assert!((f64::from(*g) - w).abs() < 1e-6, "{g} vs {w}");
+        }
+        // γ = 0, α = ½: half the binary cross-entropy.
+        let half = values(focal_loss(z, y, 0.5, 0.0));
+        for (i, (z, face)) in [(2.0, true), (-1.0, true), (0.5, false), (-3.0, false)]
+            .into_iter()
+            .enumerate()
+        {
+            let p = sigmoid(z);
+            let ce = if face { -p.ln() } else { -(1.0 - p).ln() };
+            assert!((f64::from(half[i]) - 0.5 * ce).abs() < 1e-6);
+        }
+        // Finite at logits far out on either side: a confident mistake costs (1 − α)·|z| or
+        // α·|z|.
+        let far = tensor(vec![80.0, -80.0], vec![1, 2], &device);
+        let y = tensor(vec![0.0, 1.0], vec![1, 2], &device);
+        let v = values(focal_loss(far, y, 0.25, 2.0));
+        assert!(
+            (v[0] - 60.0).abs() < 1e-3 && (v[1] - 20.0).abs() < 1e-3,
+            "{v:?}"
+        );
+    }
+
+    #[test]
+    fn focal_recipe_normalises_per_level_and_adds_the_segmentation_term() {
+        let device = Device::flex();
+        // Two levels: 3 anchors (one face, one ignored) and 2 anchors (no face).
+        let logits = vec![1.0, 0.0, -2.0, 0.5, -1.0];
+        let out = HeadOutput {
+            class: tensor(logits.clone(), vec![1, 5, 1], &device),
+            boxes: tensor(
+                [[0.5, 0.0, 0.0, 0.0], [3.0; 4], [3.0; 4], [3.0; 4], [3.0; 4]].concat(),
+                vec![1, 5, 4],
+                &device,
+            ),
+            landmarks: None,
+            // One level of 1×2 logits (0, 2) for a mask (1, 0).
+            segmentation: vec![tensor(vec![0.0, 2.0], vec![1, 1, 1, 2], &device)],
+            levels: vec![3, 2],
+        };
+        let t = Targets {
+            labels: vec![1, -1, 0, 0, 0],
+            boxes: vec![0.0; 20],
+            landmarks: vec![0.0; 50],
+            landmark_mask: vec![0.0; 5],
+            masks: vec![vec![1.0, 0.0]],
+        };
+        let config = LossConfig {
+            segmentation_weight: 0.5,
+            ..LossConfig::df2s2()
+        };
+        let l = multibox_loss(&out, &[t], &config);
+        let fl = |z: f64, face: bool| {
+            let p = 1.0 / (1.0 + (-z).exp());
+            if face {
+                -0.25 * (1.0 - p).powi(2) * p.ln()
+            } else {
+                -0.75 * p.powi(2) * (1.0 - p).ln()
+            }
+        };
+        // Level 0: one face, N = 1; the ignored anchor does not count. Level 1: N = max(1, 0).
+        let class = fl(1.0, true) + fl(-2.0, false) + fl(0.5, false) + fl(-1.0, false);
+        assert!(
+            (f64::from(l.class) - class).abs() < 1e-6,
+            "{} vs {class}",
+            l.class
+        );
+        assert!((l.boxes - 0.125).abs() < 1e-6, "{}", l.boxes);
+        // Segmentation: mean of −log σ(0) and −log(1 − σ(2)).
+        let seg = (2f64.ln() + (1.0 + 2f64.exp()).ln()) / 2.0;
+        assert!(
+            (f64::from(l.segmentation) - seg).abs() < 1e-6,
+            "{}",
+            l.segmentation
+        );
+        let total = l.total.into_scalar::<f32>();
+        let want = class + 0.125 + 0.5 * seg;
+        assert!((f64::from(total) - want).abs() < 1e-5, "{total} vs {want}");
     }
 }

@@ -1,8 +1,10 @@
-//! Ground truth to anchors (SPEC §1.5): IoU matching with a configurable positive threshold,
-//! background threshold (an ignore band between them) and best-anchor forcing, then the
-//! targets encoded with the detector's own box and landmark coding.
+//! Ground truth to anchors (SPEC §1.5, §2): IoU matching with a configurable positive
+//! threshold, background threshold (an ignore band between them), best-anchor forcing and
+//! S³FD's scale compensation, then the targets encoded with the detector's own box and
+//! landmark coding, and DF²S²'s box-level segmentation masks.
 
-use retinaface::post::anchors::Prior;
+use retinaface::config::AnchorConfig;
+use retinaface::post::anchors::{level_size, Prior};
 use retinaface::post::coding::{encode_box, encode_landmarks};
 use serde::{Deserialize, Serialize};
 
@@ -19,7 +21,16 @@ pub struct MatchConfig {
     /// A face whose best anchor overlaps it less than this is not matched at all (the port's
     /// 0.2).
     pub min_best_iou: f32,
+    /// S³FD's scale compensation: a face with fewer face anchors than the average face of the
+    /// image also gets its best remaining anchors above IoU 0.1, up to that average. Off by
+    /// default; it gives small faces, which few anchors overlap well, as many positives as
+    /// large ones.
+    #[serde(default)]
+    pub compensate: bool,
 }
+
+/// IoU above which S³FD's compensation may add an anchor.
+const COMPENSATION_IOU: f32 = 0.1;
 
 impl MatchConfig {
     /// The port: 0.35 for positives, no ignore band, best anchors forced.
@@ -29,6 +40,7 @@ impl MatchConfig {
             negative_iou: 0.35,
             force_best: true,
             min_best_iou: 0.2,
+            compensate: false,
         }
     }
 
@@ -39,6 +51,7 @@ impl MatchConfig {
             negative_iou: 0.3,
             force_best: false,
             min_best_iou: 0.2,
+            compensate: false,
         }
     }
 }
@@ -85,8 +98,19 @@ fn corners(p: &Prior) -> [f32; 4] {
 
 /// Assign every prior.
 pub fn assign(priors: &[Prior], faces: &[TargetFace], config: &MatchConfig) -> Vec<Assignment> {
+    assign_detailed(priors, faces, config).0
+}
+
+/// Assign every prior; also each face's best prior (its index), where any overlaps it.
+pub fn assign_detailed(
+    priors: &[Prior],
+    faces: &[TargetFace],
+    config: &MatchConfig,
+) -> (Vec<Assignment>, Vec<Option<usize>>) {
     let mut best_face = vec![(0usize, 0.0f32); priors.len()];
     let mut best_prior = vec![(0usize, -1.0f32); faces.len()];
+    // (face, prior, IoU) above the compensation threshold, for S³FD's second stage.
+    let mut candidates: Vec<(usize, usize, f32)> = Vec::new();
     for (i, p) in priors.iter().enumerate() {
         let pc = corners(p);
         for (j, f) in faces.iter().enumerate() {
@@ -101,6 +125,9 @@ pub fn assign(priors: &[Prior], faces: &[TargetFace], config: &MatchConfig) -> V
             }
             if o > best_prior[j].1 {
                 best_prior[j] = (i, o);
+            }
+            if config.compensate && o > COMPENSATION_IOU {
+                candidates.push((j, i, o));
             }
         }
     }
@@ -123,7 +150,114 @@ pub fn assign(priors: &[Prior], faces: &[TargetFace], config: &MatchConfig) -> V
             }
         }
     }
-    out
+    if config.compensate {
+        compensate(&mut out, faces.len(), candidates);
+    }
+    let best = best_prior
+        .iter()
+        .map(|&(i, o)| (o > 0.0).then_some(i))
+        .collect();
+    (out, best)
+}
+
+/// S³FD's second matching stage: faces below the average number of face anchors per matched
+/// face take their best not-yet-face anchors above IoU 0.1, highest IoU first, up to it.
+fn compensate(out: &mut [Assignment], faces: usize, mut candidates: Vec<(usize, usize, f32)>) {
+    let mut count = vec![0usize; faces];
+    for a in out.iter() {
+        if let Assignment::Face(j) = a {
+            count[*j] += 1;
+        }
+    }
+    let matched: Vec<usize> = count.iter().copied().filter(|&c| c > 0).collect();
+    if matched.is_empty() {
+        return;
+    }
+    let average = matched.iter().sum::<usize>() / matched.len();
+    // By face, then highest IoU first; ties by anchor index for determinism.
+    candidates.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(b.2.total_cmp(&a.2)).then(a.1.cmp(&b.1)));
+    for (j, i, _) in candidates {
+        if count[j] < average && !matches!(out[i], Assignment::Face(_)) {
+            out[i] = Assignment::Face(j);
+            count[j] += 1;
+        }
+    }
+}
+
+/// One pyramid level as the targets see it: stride, feature-map size and where its anchors
+/// sit in the network's output order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Level {
+    pub step: usize,
+    pub rows: usize,
+    pub cols: usize,
+    /// Index of the level's first anchor.
+    pub first: usize,
+    /// Anchors on the level.
+    pub anchors: usize,
+    /// The input's size, which the cell centres are normalised by (as the priors are).
+    pub image: (usize, usize),
+}
+
+/// The levels of `config` for an `h × w` input, finest first.
+pub fn levels(config: &AnchorConfig, h: usize, w: usize) -> Vec<Level> {
+    let mut first = 0;
+    config
+        .steps
+        .iter()
+        .enumerate()
+        .map(|(l, &step)| {
+            let (rows, cols) = level_size(h, w, step);
+            let anchors = rows * cols * config.per_cell(l);
+            let level = Level {
+                step,
+                rows,
+                cols,
+                first,
+                anchors,
+                image: (h, w),
+            };
+            first += anchors;
+            level
+        })
+        .collect()
+}
+
+/// DF²S²'s box-level segmentation masks (SPEC §2): per level, `rows · cols` values, 1 at the
+/// cells whose centre lies inside a face assigned to that level. A face is assigned to the
+/// level of its best-overlapping anchor, the anchor scale that matches it as the matcher
+/// sees it; `best` is that anchor per face (from [`assign_detailed`]). Faces no anchor
+/// overlaps mark no level.
+pub fn segmentation_masks(
+    levels: &[Level],
+    faces: &[TargetFace],
+    best: &[Option<usize>],
+) -> Vec<Vec<f32>> {
+    let mut masks: Vec<Vec<f32>> = levels.iter().map(|l| vec![0.0; l.rows * l.cols]).collect();
+    for (f, b) in faces.iter().zip(best) {
+        let Some(anchor) = b else { continue };
+        let Some(k) = levels
+            .iter()
+            .position(|l| (l.first..l.first + l.anchors).contains(anchor))
+        else {
+            continue;
+        };
+        let l = &levels[k];
+        // Normalised coordinates: cell (y, x) has its centre at ((x + ½) · step / width, …),
+        // where the priors sit; a closed box test keeps the mask of a mirrored box the mirror
+        // of the mask.
+        let (h, w) = (l.image.0 as f64, l.image.1 as f64);
+        let inside = |c: usize, n: f64, lo: f32, hi: f32| {
+            let v = ((c as f64 + 0.5) * l.step as f64 / n) as f32;
+            v >= lo && v <= hi
+        };
+        for y in (0..l.rows).filter(|&y| inside(y, h, f.bbox[1], f.bbox[3])) {
+            for x in (0..l.cols).filter(|&x| inside(x, w, f.bbox[0], f.bbox[2])) {
+                masks[k][y * l.cols + x] = 1.0;
+            }
+        }
+    }
+    masks
 }
 
 /// Per-anchor targets of one image, flat for the loss.
@@ -137,6 +271,8 @@ pub struct Targets {
     pub landmarks: Vec<f32>,
     /// 1 where the anchor is a face with landmarks.
     pub landmark_mask: Vec<f32>,
+    /// Per level, the box-level segmentation mask (`rows · cols`), when asked for.
+    pub masks: Vec<Vec<f32>>,
 }
 
 impl Targets {
@@ -153,14 +289,30 @@ pub fn targets(
     config: &MatchConfig,
     variances: [f32; 2],
 ) -> Targets {
+    targets_with_masks(priors, faces, config, variances, None)
+}
+
+/// Match and encode; with `levels`, also the segmentation masks of those levels, from the
+/// same faces and the same matching.
+pub fn targets_with_masks(
+    priors: &[Prior],
+    faces: &[TargetFace],
+    config: &MatchConfig,
+    variances: [f32; 2],
+    levels: Option<&[Level]>,
+) -> Targets {
     let n = priors.len();
+    let (assignment, best) = assign_detailed(priors, faces, config);
     let mut t = Targets {
         labels: vec![0; n],
         boxes: vec![0.0; 4 * n],
         landmarks: vec![0.0; 10 * n],
         landmark_mask: vec![0.0; n],
+        masks: levels
+            .map(|l| segmentation_masks(l, faces, &best))
+            .unwrap_or_default(),
     };
-    for (i, a) in assign(priors, faces, config).into_iter().enumerate() {
+    for (i, a) in assignment.into_iter().enumerate() {
         match a {
             Assignment::Background => {}
             Assignment::Ignored => t.labels[i] = -1,
@@ -305,5 +457,146 @@ mod tests {
             assert!((a[0] - b[0]).abs() < 1e-6 && (a[1] - b[1]).abs() < 1e-6);
         }
         assert!(t.landmarks[10..].iter().all(|&v| v == 0.0));
+    }
+
+    fn df2s2_640() -> (Vec<Prior>, Vec<Level>) {
+        let a = AnchorConfig::df2s2();
+        (
+            retinaface::post::anchors::priors(&a, 640, 640),
+            levels(&a, 640, 640),
+        )
+    }
+
+    #[test]
+    fn ratio_one_and_a_half_anchors_take_profile_faces() {
+        let (priors, levels) = df2s2_640();
+        assert_eq!(levels.len(), 6);
+        assert_eq!(
+            levels.iter().map(|l| l.anchors).sum::<usize>(),
+            priors.len()
+        );
+        // A 1:1.5 face exactly on the stride-8 ratio-1.5 anchor of cell (10, 12): 32/√1.5 by
+        // 32·√1.5 pixels centred at (100, 84).
+        let k = 1.5f32.sqrt();
+        let (w, h) = (32.0 / k, 32.0 * k);
+        let (cx, cy) = (100.0, 84.0);
+        let f = face([cx - w / 2.0, cy - h / 2.0, cx + w / 2.0, cy + h / 2.0].map(|v| v / 640.0));
+        let config = MatchConfig {
+            positive_iou: 0.5,
+            negative_iou: 0.5,
+            force_best: false,
+            ..MatchConfig::paper()
+        };
+        let (assignment, best) = assign_detailed(&priors, &[f], &config);
+        let on_cell = levels[1].first + (10 * levels[1].cols + 12) * 2;
+        assert_eq!(
+            best,
+            [Some(on_cell + 1)],
+            "the ratio-1.5 anchor is the best"
+        );
+        assert!((iou(corners(&priors[on_cell + 1]), f.bbox) - 1.0).abs() < 1e-5);
+        // The square anchor of the same cell overlaps it by 1/√1.5 … also a face above 0.5.
+        let square = iou(corners(&priors[on_cell]), f.bbox);
+        assert!((square - 0.6899).abs() < 1e-3, "{square}");
+        assert_eq!(assignment[on_cell + 1], Assignment::Face(0));
+        assert_eq!(assignment[on_cell], Assignment::Face(0));
+        // Nothing between 0.5 and the threshold is ignored: no ignore band.
+        assert!(assignment.iter().all(|a| *a != Assignment::Ignored));
+        let t = targets(&priors, &[f], &config, [0.1, 0.2]);
+        let b = retinaface::post::coding::decode_box(
+            &priors[on_cell + 1],
+            &t.boxes[4 * (on_cell + 1)..4 * (on_cell + 2)],
+            [0.1, 0.2],
+        );
+        for (x, y) in b.iter().zip(f.bbox) {
+            assert!((x - y).abs() < 1e-6);
+        }
+    }
+
+    #[test]
+    fn masks_mark_the_cells_of_each_face_on_its_level_and_flip_with_it() {
+        let (priors, levels) = df2s2_640();
+        // A 60 px face (best anchor 64 px, stride 16: level 2) and a 20 px face (16 px
+        // anchors, stride 4: level 0).
+        let big = face([100.0, 200.0, 160.0, 260.0].map(|v| v / 640.0));
+        let small = face([400.0, 40.0, 420.0, 60.0].map(|v| v / 640.0));
+        let (_, best) = assign_detailed(&priors, &[big, small], &MatchConfig::paper());
+        let masks = segmentation_masks(&levels, &[big, small], &best);
+        assert_eq!(masks.len(), 6);
+        let cells = |m: &Vec<f32>, cols: usize| -> Vec<(usize, usize)> {
+            (0..m.len())
+                .filter(|&i| m[i] > 0.0)
+                .map(|i| (i / cols, i % cols))
+                .collect()
+        };
+        // Stride 16: centres 8 + 16x inside [100, 160] → x = 6…9; [200, 260] → y = 12…15.
+        let want: Vec<(usize, usize)> = (12..16)
+            .flat_map(|y| (6..10).map(move |x| (y, x)))
+            .collect();
+        assert_eq!(cells(&masks[2], 40), want);
+        // Stride 4: centres 2 + 4x inside [400, 420] → x = 100…104; [40, 60] → y = 10…14.
+        let want: Vec<(usize, usize)> = (10..15)
+            .flat_map(|y| (100..105).map(move |x| (y, x)))
+            .collect();
+        assert_eq!(cells(&masks[0], 160), want);
+        for k in [1, 3, 4, 5] {
+            assert!(masks[k].iter().all(|&v| v == 0.0), "level {k}");
+        }
+        // The flipped sample (x → 1 − x) has the mirrored masks.
+        let flip = |f: TargetFace| face([1.0 - f.bbox[2], f.bbox[1], 1.0 - f.bbox[0], f.bbox[3]]);
+        let flipped = [flip(big), flip(small)];
+        let (_, best_f) = assign_detailed(&priors, &flipped, &MatchConfig::paper());
+        let masks_f = segmentation_masks(&levels, &flipped, &best_f);
+        for (l, (m, mf)) in levels.iter().zip(masks.iter().zip(&masks_f)) {
+            for y in 0..l.rows {
+                for x in 0..l.cols {
+                    assert_eq!(m[y * l.cols + x], mf[y * l.cols + l.cols - 1 - x]);
+                }
+            }
+        }
+        // Targets carry the same masks when asked, none otherwise.
+        let t = targets_with_masks(
+            &priors,
+            &[big, small],
+            &MatchConfig::paper(),
+            [0.1, 0.2],
+            Some(&levels),
+        );
+        assert_eq!(t.masks, masks);
+        assert!(targets(&priors, &[big], &MatchConfig::paper(), [0.1, 0.2])
+            .masks
+            .is_empty());
+    }
+
+    #[test]
+    fn compensation_gives_small_faces_the_average_anchor_count() {
+        let (priors, _) = df2s2_640();
+        let config = MatchConfig {
+            positive_iou: 0.5,
+            negative_iou: 0.5,
+            force_best: false,
+            ..MatchConfig::paper()
+        };
+        // A face matched well, and a 9 px face that no anchor reaches IoU 0.5 with.
+        let big = face([100.0, 200.0, 164.0, 264.0].map(|v| v / 640.0));
+        let tiny = face([400.0, 40.0, 409.0, 49.0].map(|v| v / 640.0));
+        let count =
+            |a: &[Assignment], j: usize| a.iter().filter(|&&x| x == Assignment::Face(j)).count();
+        let plain = assign(&priors, &[big, tiny], &config);
+        assert!(count(&plain, 0) >= 2);
+        assert_eq!(count(&plain, 1), 0);
+        let s3fd = MatchConfig {
+            compensate: true,
+            ..config
+        };
+        let comp = assign(&priors, &[big, tiny], &s3fd);
+        // Average over the faces matched in stage one (the big one only).
+        assert_eq!(count(&comp, 1), count(&plain, 0));
+        assert_eq!(count(&comp, 0), count(&plain, 0));
+        for (i, a) in comp.iter().enumerate() {
+            if *a == Assignment::Face(1) {
+                assert!(iou(corners(&priors[i]), tiny.bbox) > COMPENSATION_IOU);
+            }
+        }
     }
 }

@@ -15,6 +15,7 @@ use burn::optim::decay::WeightDecayConfig;
 use burn::optim::momentum::MomentumConfig;
 use burn::optim::{GradientsAccumulator, GradientsParams, ModuleOptimizer, SgdConfig};
 use burn::tensor::Device;
+use retinaface::config::Family;
 use serde::{Deserialize, Serialize};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -46,6 +47,8 @@ pub struct StepReport {
     pub class: f32,
     pub boxes: f32,
     pub landmarks: f32,
+    /// DF²S²'s segmentation term (0 without one).
+    pub segmentation: f32,
     pub positives: usize,
     pub images: usize,
     pub images_per_s: f64,
@@ -100,52 +103,29 @@ impl Trainer {
         let device = device(config.run.device)?;
         let model_config = config.model.model_config();
         let loader = Arc::new(make_loader(&config)?);
-        let model = match config.run.init.as_str() {
-            "scratch" => {
+        let model = match (
+            config.run.init.as_str(),
+            config.run.init_backbone.as_deref(),
+        ) {
+            ("scratch", None) => {
                 let mode = match config.run.batch_norm {
                     BatchNormSetting::Frozen => BnMode::Frozen,
                     BatchNormSetting::Auto | BatchNormSetting::Train => BnMode::Train,
                 };
                 let b = LayerBuilder::scratch(&device, config.run.seed).with_bn_mode(mode);
-                Model::build(&model_config, b)?
+                Model::build(&model_config, new_layers(b, &config))?
             }
-            path => {
+            ("scratch", Some(path)) => {
                 let path = Path::new(path);
-                let bad = |source| TrainError::WeightsFile {
-                    path: path.to_path_buf(),
-                    source,
-                };
-                let tensors = retinaface::weights::read_file(path).map_err(bad)?;
+                let tensors = read_weights(path)?;
+                let b = LayerBuilder::backbone_from(&device, &tensors, config.run.seed);
+                from_file(&config, &loader, path, new_layers(b, &config), true)?
+            }
+            (path, _) => {
+                let path = Path::new(path);
+                let tensors = read_weights(path)?;
                 let b = LayerBuilder::from_tensors(&device, &tensors);
-                // Folded files carry no BatchNorm statistics: they get those of the first
-                // training batch and weights of the usual scale (see `calibrate_batch_norm`).
-                let folded = b.bn_mode() == BnMode::Frozen;
-                // A file with statistics keeps its BatchNorm frozen unless asked otherwise:
-                // batch statistics of a few crops move a converged network. A folded file's
-                // calibrated scales are not the ones it was trained in, and frozen at them
-                // it drifts fast (docs/training.md): its BatchNorm trains.
-                let mode = match (config.run.batch_norm, folded) {
-                    (BatchNormSetting::Train, _) | (BatchNormSetting::Auto, true) => BnMode::Train,
-                    (BatchNormSetting::Frozen, _) | (BatchNormSetting::Auto, false) => {
-                        BnMode::Frozen
-                    }
-                };
-                if folded {
-                    let model = Model::build(&model_config, b).map_err(bad)?;
-                    let batch = loader.load(0, 0);
-                    if batch.is_empty() {
-                        return Err(TrainError::Invalid(
-                            "no image of the first batch could be read to calibrate BatchNorm"
-                                .into(),
-                        ));
-                    }
-                    let s = batch.size;
-                    let n = batch.len();
-                    let images = tensor(batch.images, vec![n, 3, s, s], &device);
-                    calibrate_batch_norm(&model, images, mode).map_err(bad)?
-                } else {
-                    Model::build(&model_config, b.with_bn_mode(mode)).map_err(bad)?
-                }
+                from_file(&config, &loader, path, b, false)?
             }
         };
         let progress = Progress {
@@ -270,7 +250,7 @@ impl Trainer {
                 self.progress.epoch as f64 + self.progress.batch as f64 / per_epoch as f64;
             let lr = self.config.learning_rate(epoch_f);
             let mut acc = GradientsAccumulator::new();
-            let (mut loss, mut class, mut boxes, mut lms) = (0.0, 0.0, 0.0, 0.0);
+            let (mut loss, mut class, mut boxes, mut lms, mut seg) = (0.0, 0.0, 0.0, 0.0, 0.0);
             let (mut positives, mut images, mut skipped) = (0, 0, Vec::new());
             // Up to `accumulate` batches, never across an epoch boundary.
             let mut parts = 0;
@@ -304,6 +284,7 @@ impl Trainer {
                 class += l.class / accumulate as f32;
                 boxes += l.boxes / accumulate as f32;
                 lms += l.landmarks / accumulate as f32;
+                seg += l.segmentation / accumulate as f32;
                 positives += l.positives;
                 images += batch.len();
                 parts += 1;
@@ -326,6 +307,7 @@ impl Trainer {
                 class,
                 boxes,
                 landmarks: lms,
+                segmentation: seg,
                 positives,
                 images,
                 images_per_s: images as f64 / t0.elapsed().as_secs_f64().max(1e-9),
@@ -363,7 +345,10 @@ impl Trainer {
             vec![batch.len(), 3, s, s],
             &self.device,
         );
-        let out = self.model.net.forward(x);
+        let out = self
+            .model
+            .net
+            .forward_with(x, trains_segmentation(&self.config));
         multibox_loss(&out, &batch.targets, &self.config.loss)
     }
 
@@ -405,12 +390,76 @@ impl Trainer {
     }
 }
 
+/// The focal loss's prior probability of a face at initialisation (SPEC §2, RetinaNet's π).
+pub const FOCAL_PRIOR: f32 = 0.01;
+
+/// DF²S²'s new layers: Xavier-uniform, and the score layer's bias at the focal-loss prior
+/// `−log((1 − π) / π)` so that every anchor starts at score π and training starts stable.
+/// Other families keep PyTorch's default initialisation.
+pub fn new_layers<'a>(b: LayerBuilder<'a>, config: &TrainConfig) -> LayerBuilder<'a> {
+    if config.model.family != Family::Df2s2 {
+        return b;
+    }
+    let prior = -((1.0 - FOCAL_PRIOR) / FOCAL_PRIOR).ln();
+    b.with_xavier().with_bias_prior("cls_score", prior)
+}
+
+fn read_weights(path: &Path) -> Result<retinaface::weights::NamedTensors, TrainError> {
+    retinaface::weights::read_file(path).map_err(|source| TrainError::WeightsFile {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// A model whose layers (all, or the backbone's with `backbone_only`) come from a weights
+/// file through `b`.
+fn from_file(
+    config: &TrainConfig,
+    loader: &Loader,
+    path: &Path,
+    b: LayerBuilder,
+    backbone_only: bool,
+) -> Result<Model, TrainError> {
+    let device = b.device();
+    let model_config = config.model.model_config();
+    let bad = |source| TrainError::WeightsFile {
+        path: path.to_path_buf(),
+        source,
+    };
+    // Folded files carry no BatchNorm statistics: they get those of the first
+    // training batch and weights of the usual scale (see `calibrate_batch_norm`).
+    let folded = b.bn_mode() == BnMode::Frozen;
+    // A file with statistics keeps its BatchNorm frozen unless asked otherwise:
+    // batch statistics of a few crops move a converged network. A folded file's
+    // calibrated scales are not the ones it was trained in, and frozen at them
+    // it drifts fast (docs/training.md): its BatchNorm trains. So do the BatchNorms of a
+    // network whose layers beyond the backbone start from scratch.
+    let mode = match (config.run.batch_norm, folded || backbone_only) {
+        (BatchNormSetting::Train, _) | (BatchNormSetting::Auto, true) => BnMode::Train,
+        (BatchNormSetting::Frozen, _) | (BatchNormSetting::Auto, false) => BnMode::Frozen,
+    };
+    if !folded {
+        return Model::build(&model_config, b.with_bn_mode(mode)).map_err(bad);
+    }
+    let model = Model::build(&model_config, b).map_err(bad)?;
+    let batch = loader.load(0, 0);
+    if batch.is_empty() {
+        return Err(TrainError::Invalid(
+            "no image of the first batch could be read to calibrate BatchNorm".into(),
+        ));
+    }
+    let s = batch.size;
+    let n = batch.len();
+    let images = tensor(batch.images, vec![n, 3, s, s], &device);
+    calibrate_batch_norm(&model, images, mode).map_err(bad)
+}
+
 fn make_loader(config: &TrainConfig) -> Result<Loader, TrainError> {
     let mut dataset = Dataset::load(&config.data.images, &config.data.labels_path())?;
     if config.data.max_images > 0 {
         dataset.truncate(config.data.max_images);
     }
-    Ok(Loader::new(
+    let loader = Loader::new(
         dataset,
         &config.model.model_config(),
         config.augment.clone(),
@@ -418,7 +467,17 @@ fn make_loader(config: &TrainConfig) -> Result<Loader, TrainError> {
         config.data.image_size,
         config.optim.batch,
         config.run.seed,
-    ))
+    );
+    Ok(if trains_segmentation(config) {
+        loader.with_segmentation_masks()
+    } else {
+        loader
+    })
+}
+
+/// Whether the run trains DF²S²'s segmentation branch: the network has one and λ2 > 0.
+fn trains_segmentation(config: &TrainConfig) -> bool {
+    config.model.family == Family::Df2s2 && config.loss.segmentation_weight > 0.0
 }
 
 /// The newest complete checkpoint of a run.

@@ -502,3 +502,44 @@ fn deformable_convolution_matches_burn_in_value_and_gradients() {
         }
     }
 }
+
+/// DF²S²'s initialisation (SPEC §2): the score layer's bias at the focal-loss prior makes
+/// every anchor start at score π = 0.01 on a real photo, whatever the drawn features; the
+/// backbone can come from a pretrained RetinaFace file with every other layer drawn.
+#[test]
+fn df2s2_starts_at_the_prior_score_and_takes_a_pretrained_backbone() {
+    use retinaface_train::config::TrainConfig;
+    use retinaface_train::network::LayerBuilder;
+    use retinaface_train::trainer::{new_layers, FOCAL_PRIOR};
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../configs");
+    let config = TrainConfig::load(&root.join("df2s2-mobilenet0.25.toml")).unwrap();
+    let model_config = config.model.model_config();
+    let device = Device::flex();
+    let (_, x) = both_inputs(&photo(256, 192), model_config.mean_bgr, &device);
+    let mean_score = |m: &retinaface_train::network::Model| {
+        let out = m.net.forward(x.clone());
+        let z = host(&out.class);
+        z.iter().map(|&v| 1.0 / (1.0 + (-v).exp())).sum::<f32>() / z.len() as f32
+    };
+    let scratch = Model::build(
+        &model_config,
+        new_layers(LayerBuilder::scratch(&device, 3), &config),
+    )
+    .unwrap();
+    let m = mean_score(&scratch);
+    assert!((m - FOCAL_PRIOR).abs() < 0.001, "mean initial score {m}");
+    // Without the prior, PyTorch's default draw starts far from it.
+    let plain = Model::build(&model_config, LayerBuilder::scratch(&device, 3)).unwrap();
+    assert!((mean_score(&plain) - FOCAL_PRIOR).abs() > 0.05);
+
+    // The backbone from the port's pretrained file: its tensors, bit for bit; the rest drawn.
+    let file = shared().join("models/retinaface/mobilenet0.25_biubug6_layout_zip.pth");
+    let tensors = retinaface::weights::read_file(&file).unwrap();
+    let b = new_layers(LayerBuilder::backbone_from(&device, &tensors, 3), &config);
+    let model = Model::build(&model_config, b).unwrap();
+    let exported = retinaface_train::network::export_unfolded(&model).unwrap();
+    let name = "body.stage2.0.3.weight";
+    assert_eq!(exported[name].data, tensors[name].data);
+    assert!(exported.contains_key("cls_subnet.0.weight"));
+    assert!((mean_score(&model) - FOCAL_PRIOR).abs() < 0.001);
+}

@@ -12,7 +12,9 @@ use crate::progress;
 use anyhow::{bail, Context, Result};
 use retinaface::tta::Protocol;
 use retinaface::{DetectOptions, Detector};
-use retinaface_eval::widerface::{evaluate, EvalOptions, GroundTruth, ImageFilter, Predictions};
+use retinaface_eval::widerface::{
+    evaluate, evaluate_range, EvalOptions, GroundTruth, ImageFilter, IouThresholds, Predictions,
+};
 use retinaface_eval::{evaluate_landmarks, LabelFile, LandmarkDetection, LandmarkEvalOptions};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -54,10 +56,13 @@ struct WiderArgs {
     /// Keep the detector's prediction files here (default: a temporary folder, removed).
     #[arg(long, value_name = "DIR", conflicts_with = "pred")]
     pred_out: Option<PathBuf>,
-    /// IoU at which a detection matches a face.
-    #[arg(long, default_value_t = 0.5)]
-    iou: f64,
-    /// Print exactly one line of JSON: {"easy": {"ap", "faces", "images"}, "medium", "hard"}.
+    /// IoU at which a detection matches a face: one threshold T, or a range A:B[:STEP] (step
+    /// 0.05) whose APs are averaged: `0.5:0.95` is the WIDER Face Challenge mAP.
+    #[arg(long, default_value = "0.5", value_name = "T|A:B[:S]", value_parser = parse_iou)]
+    iou: IouThresholds,
+    /// Print exactly one line of JSON: {"easy": {"ap", "faces", "images"}, "medium", "hard"};
+    /// with an IoU range each setting also has "per_iou" (threshold → AP), and "ap" is their
+    /// mean.
     #[arg(long)]
     json: bool,
     /// Draw the three PR curves to this file (.png or .svg).
@@ -130,8 +135,8 @@ impl Timing {
 }
 
 fn widerface(a: WiderArgs) -> Result<ExitCode> {
-    if !(a.iou.is_finite() && (0.0..=1.0).contains(&a.iou)) {
-        bail!("--iou {} is outside [0, 1]", a.iou);
+    if a.iou.is_range() && a.plot.is_some() {
+        bail!("--plot draws the curves of one IoU threshold: give --iou T, not a range");
     }
     // Outputs are checked before the (long) detection and evaluation.
     if let Some(plot) = &a.plot {
@@ -199,7 +204,7 @@ fn widerface(a: WiderArgs) -> Result<ExitCode> {
         None => None,
     };
     let opts = EvalOptions {
-        iou_threshold: a.iou,
+        iou_threshold: a.iou.values()[0],
         images: filter,
     };
     if a.images.is_none() {
@@ -222,6 +227,15 @@ fn widerface(a: WiderArgs) -> Result<ExitCode> {
                  evaluate on a subset"
             );
         }
+    }
+    if a.iou.is_range() {
+        let report = evaluate_range(&gt, &preds, &opts, &a.iou)?;
+        if a.json {
+            println!("{}", report.to_json());
+        } else {
+            print!("{}", report.to_text(&a.iou));
+        }
+        return Ok(ExitCode::SUCCESS);
     }
     let report = evaluate(&gt, &preds, &opts)?;
     if !report.unknown_images.is_empty() {
@@ -387,4 +401,8 @@ fn landmarks(a: LandmarkArgs) -> Result<ExitCode> {
         print!("{report}");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn parse_iou(text: &str) -> Result<IouThresholds, String> {
+    IouThresholds::parse(text).map_err(|e| e.to_string())
 }

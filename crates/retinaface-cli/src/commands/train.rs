@@ -26,6 +26,11 @@ pub struct Args {
     /// `scratch`, or weights to start from (.onnx, .pth, .safetensors).
     #[arg(long)]
     init: Option<String>,
+    /// With `--init scratch`: take the backbone's weights from this file (any file `detect`
+    /// loads with the same backbone, e.g. a pretrained RetinaFace); the other layers start
+    /// from scratch.
+    #[arg(long, value_name = "PATH")]
+    init_backbone: Option<String>,
     #[arg(long)]
     epochs: Option<usize>,
     /// Training image side in pixels (a multiple of 32).
@@ -89,6 +94,9 @@ impl Args {
         }
         if let Some(i) = &self.init {
             c.run.init = i.clone();
+        }
+        if let Some(b) = &self.init_backbone {
+            c.run.init_backbone = Some(b.clone());
         }
         let o = &mut c.optim;
         o.epochs = self.epochs.unwrap_or(o.epochs);

@@ -15,10 +15,12 @@
 //! # Ok::<(), retinaface_eval::widerface::WiderError>(())
 //! ```
 
+mod challenge;
 mod eval;
 mod gt;
 mod preds;
 
+pub use challenge::{evaluate_range, IouThresholds, RangeReport, RangeSettingReport};
 pub use eval::{
     evaluate, evaluate_subset, EvalOptions, EvalReport, ImageFilter, PrPoint, SettingReport,
     Subset, N_THRESHOLDS,

@@ -5,7 +5,7 @@
 
 use super::augment::{augment, AugmentConfig};
 use super::Dataset;
-use crate::matching::{targets, MatchConfig, TargetFace, Targets};
+use crate::matching::{levels, targets_with_masks, Level, MatchConfig, TargetFace, Targets};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -55,6 +55,8 @@ pub struct Loader {
     size: usize,
     batch: usize,
     seed: u64,
+    /// The levels whose segmentation masks each sample carries (DF²S²'s branch), if any.
+    mask_levels: Option<Vec<Level>>,
 }
 
 /// SplitMix64: spreads (seed, epoch, position) over the RNG seed space.
@@ -85,7 +87,15 @@ impl Loader {
             size,
             batch: batch.max(1),
             seed,
+            mask_levels: None,
         }
+    }
+
+    /// Also build every sample's box-level segmentation masks, from the same augmented faces
+    /// and the same matching as its anchor targets.
+    pub fn with_segmentation_masks(mut self) -> Self {
+        self.mask_levels = Some(levels(&self.model.anchors, self.size, self.size));
+        self
     }
 
     /// Batches per epoch (the last one may be short).
@@ -151,7 +161,13 @@ impl Loader {
                         landmarks: f.landmarks,
                     })
                     .collect();
-                let t = targets(&self.priors, &faces, &self.matching, self.model.variances);
+                let t = targets_with_masks(
+                    &self.priors,
+                    &faces,
+                    &self.matching,
+                    self.model.variances,
+                    self.mask_levels.as_deref(),
+                );
                 Ok((chw, t, faces.len()))
             })
             .collect();

@@ -253,7 +253,17 @@ pub struct LayerBuilder<'a> {
     rng: ChaCha8Rng,
     bn_mode: BnMode,
     specs: Vec<ConvSpec>,
+    /// Only the backbone's layers (`body.*`) come from `tensors`; the others are drawn.
+    backbone_only: bool,
+    /// Layers outside the backbone drawn Xavier-uniform with zero biases (DF²S²'s "new
+    /// layers"), instead of PyTorch's default.
+    xavier: bool,
+    /// A drawn layer whose bias starts at a constant (the focal loss's prior), by name.
+    bias_prior: Option<(String, f32)>,
 }
+
+/// The prefix of every backbone layer's name.
+const BACKBONE: &str = "body.";
 
 impl<'a> LayerBuilder<'a> {
     /// From scratch: weights drawn from `seed`.
@@ -264,7 +274,39 @@ impl<'a> LayerBuilder<'a> {
             rng: ChaCha8Rng::seed_from_u64(seed),
             bn_mode: BnMode::Train,
             specs: Vec::new(),
+            backbone_only: false,
+            xavier: false,
+            bias_prior: None,
         }
+    }
+
+    /// The backbone from `tensors` (any file the detector loads), every other layer drawn
+    /// from `seed`; BatchNorm as [`LayerBuilder::from_tensors`] sets it for the file.
+    pub fn backbone_from(device: &Device, tensors: &'a NamedTensors, seed: u64) -> Self {
+        LayerBuilder {
+            rng: ChaCha8Rng::seed_from_u64(seed),
+            backbone_only: true,
+            ..Self::from_tensors(device, tensors)
+        }
+    }
+
+    /// Draw the layers outside the backbone Xavier-uniform, biases zero.
+    pub fn with_xavier(mut self) -> Self {
+        self.xavier = true;
+        self
+    }
+
+    /// Start the drawn layer `name`'s bias at `value` (for the focal loss, the prior
+    /// `−log((1 − π) / π)` makes every initial score π).
+    pub fn with_bias_prior(mut self, name: &str, value: f32) -> Self {
+        self.bias_prior = Some((name.to_owned(), value));
+        self
+    }
+
+    /// The named tensors layer `name` comes from, if it comes from a file.
+    fn source(&self, name: &str) -> Option<&'a NamedTensors> {
+        self.tensors
+            .filter(|_| !self.backbone_only || name.starts_with(BACKBONE))
     }
 
     /// From named tensors (the port's names). Files with BatchNorm statistics keep them and
@@ -283,7 +325,15 @@ impl<'a> LayerBuilder<'a> {
                 BnMode::Frozen
             },
             specs: Vec::new(),
+            backbone_only: false,
+            xavier: false,
+            bias_prior: None,
         }
+    }
+
+    /// The device the layers are made on.
+    pub fn device(&self) -> Device {
+        self.device.clone()
     }
 
     /// The BatchNorm mode the layers get.
@@ -305,7 +355,7 @@ impl<'a> LayerBuilder<'a> {
     pub fn conv(&mut self, spec: ConvSpec) -> Result<ConvBn, WeightsError> {
         let shape = spec.weight_shape();
         let fan_in = shape[1] * shape[2] * shape[3];
-        let (weight, mut bias) = match self.tensors {
+        let (weight, mut bias) = match self.source(&spec.name) {
             Some(t) => {
                 let w = take(t, &format!("{}.weight", spec.name), &shape)?;
                 let b = match t.get(&format!("{}.bias", spec.name)) {
@@ -321,37 +371,43 @@ impl<'a> LayerBuilder<'a> {
                 (w, b)
             }
             None => {
-                // PyTorch's default: kaiming_uniform(a = √5), i.e. U(±1/√fan_in), bias alike.
+                let n: usize = shape.iter().product();
                 // A deformable layer's offsets start at zero (the layer starts as a plain
                 // convolution), as deformable networks are trained.
-                let bound = 1.0 / (fan_in as f32).sqrt();
-                let n: usize = shape.iter().product();
-                let offsets = spec.name.ends_with(".offset");
-                let w = (0..n)
-                    .map(|_| {
-                        let v = self.rng.random_range(-bound..bound);
-                        if offsets {
-                            0.0
-                        } else {
-                            v
-                        }
-                    })
-                    .collect();
-                let b = spec.bn.is_none().then(|| {
-                    (0..spec.cout)
-                        .map(|_| {
-                            let v = self.rng.random_range(-bound..bound);
-                            if offsets {
-                                0.0
-                            } else {
-                                v
-                            }
-                        })
-                        .collect()
-                });
-                (w, b)
+                let zero = spec.name.ends_with(".offset");
+                let prior = self
+                    .bias_prior
+                    .as_ref()
+                    .is_some_and(|(n, _)| *n == spec.name);
+                if prior {
+                    // The prior's layer starts near zero (std 0.01, as RetinaNet's), so its
+                    // first outputs are its prior whatever the features.
+                    let bound = 0.01 * 3f32.sqrt();
+                    let w = self.draw(n, bound, zero);
+                    (w, Some(vec![0.0; spec.cout]))
+                } else if self.xavier && !spec.name.starts_with(BACKBONE) {
+                    // Xavier-uniform: U(±√(6 / (fan_in + fan_out))), biases zero.
+                    let fan_out = shape[0] * shape[2] * shape[3];
+                    let bound = (6.0 / (fan_in + fan_out) as f32).sqrt();
+                    let w = self.draw(n, bound, zero);
+                    (w, spec.bn.is_none().then(|| vec![0.0; spec.cout]))
+                } else {
+                    // PyTorch's default: kaiming_uniform(a = √5), i.e. U(±1/√fan_in), bias
+                    // alike.
+                    let bound = 1.0 / (fan_in as f32).sqrt();
+                    let w = self.draw(n, bound, zero);
+                    let b = spec.bn.is_none().then(|| self.draw(spec.cout, bound, zero));
+                    (w, b)
+                }
             }
         };
+        if let (Some((name, value)), None) = (&self.bias_prior, self.source(&spec.name)) {
+            if *name == spec.name {
+                if let Some(b) = bias.as_mut() {
+                    b.fill(*value);
+                }
+            }
+        }
         let bn = match &spec.bn {
             Some(name) => {
                 let init = match self.stats(name, spec.cout)? {
@@ -406,10 +462,25 @@ impl<'a> LayerBuilder<'a> {
         Ok(layer)
     }
 
+    /// `n` values drawn from U(±bound); zeros (still drawn, so later layers draw the same
+    /// numbers) when `zero`.
+    fn draw(&mut self, n: usize, bound: f32, zero: bool) -> Vec<f32> {
+        (0..n)
+            .map(|_| {
+                let v = self.rng.random_range(-bound..bound);
+                if zero {
+                    0.0
+                } else {
+                    v
+                }
+            })
+            .collect()
+    }
+
     /// BatchNorm `name`'s γ, β, mean and variance: from the file when it has them, PyTorch's
     /// initial values from scratch, `None` for a folded file.
     fn stats(&self, name: &str, c: usize) -> Result<Option<[Vec<f32>; 4]>, WeightsError> {
-        match self.tensors {
+        match self.source(name) {
             None => Ok(Some([
                 vec![1.0; c],
                 vec![0.0; c],

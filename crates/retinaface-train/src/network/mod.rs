@@ -36,6 +36,8 @@ pub struct HeadOutput {
     pub landmarks: Option<Tensor<3>>,
     /// Per level, `[B, 1, H, W]` segmentation logits (DF²S², when asked for).
     pub segmentation: Vec<Tensor<4>>,
+    /// Anchors per level, finest first (they sum to N).
+    pub levels: Vec<usize>,
 }
 
 /// The layers of a description with their weights; the description itself is shared.
@@ -146,7 +148,16 @@ impl RetinaFaceNet {
         else {
             unreachable!("a network has at least one level")
         };
+        let levels = g
+            .levels
+            .iter()
+            .map(|l| {
+                let [_, c, h, w] = get(l.score).dims();
+                h * w * c / s
+            })
+            .collect();
         HeadOutput {
+            levels,
             class,
             boxes,
             landmarks: head(&|l| l.landmarks, 10),
