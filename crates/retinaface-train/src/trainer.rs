@@ -395,13 +395,18 @@ pub const FOCAL_PRIOR: f32 = 0.01;
 
 /// DF²S²'s new layers: Xavier-uniform, and the score layer's bias at the focal-loss prior
 /// `−log((1 − π) / π)` so that every anchor starts at score π and training starts stable.
-/// Other families keep PyTorch's default initialisation.
+/// The segmentation logits start at the same prior: faces cover a small part of each mask,
+/// and a branch that starts at ½ everywhere pulls the shared subnet hard enough, in the
+/// first steps, to blow up the scores (measured: docs/df2s2.md). Other families keep
+/// PyTorch's default initialisation.
 pub fn new_layers<'a>(b: LayerBuilder<'a>, config: &TrainConfig) -> LayerBuilder<'a> {
     if config.model.family != Family::Df2s2 {
         return b;
     }
     let prior = -((1.0 - FOCAL_PRIOR) / FOCAL_PRIOR).ln();
-    b.with_xavier().with_bias_prior("cls_score", prior)
+    b.with_xavier()
+        .with_bias_prior("cls_score", prior)
+        .with_bias_prior("seg_pred", prior)
 }
 
 fn read_weights(path: &Path) -> Result<retinaface::weights::NamedTensors, TrainError> {

@@ -258,8 +258,8 @@ pub struct LayerBuilder<'a> {
     /// Layers outside the backbone drawn Xavier-uniform with zero biases (DF²S²'s "new
     /// layers"), instead of PyTorch's default.
     xavier: bool,
-    /// A drawn layer whose bias starts at a constant (the focal loss's prior), by name.
-    bias_prior: Option<(String, f32)>,
+    /// Drawn layers whose bias starts at a constant (the focal loss's prior), by name.
+    bias_prior: Vec<(String, f32)>,
 }
 
 /// The prefix of every backbone layer's name.
@@ -276,7 +276,7 @@ impl<'a> LayerBuilder<'a> {
             specs: Vec::new(),
             backbone_only: false,
             xavier: false,
-            bias_prior: None,
+            bias_prior: Vec::new(),
         }
     }
 
@@ -299,7 +299,7 @@ impl<'a> LayerBuilder<'a> {
     /// Start the drawn layer `name`'s bias at `value` (for the focal loss, the prior
     /// `−log((1 − π) / π)` makes every initial score π).
     pub fn with_bias_prior(mut self, name: &str, value: f32) -> Self {
-        self.bias_prior = Some((name.to_owned(), value));
+        self.bias_prior.push((name.to_owned(), value));
         self
     }
 
@@ -327,7 +327,7 @@ impl<'a> LayerBuilder<'a> {
             specs: Vec::new(),
             backbone_only: false,
             xavier: false,
-            bias_prior: None,
+            bias_prior: Vec::new(),
         }
     }
 
@@ -375,10 +375,7 @@ impl<'a> LayerBuilder<'a> {
                 // A deformable layer's offsets start at zero (the layer starts as a plain
                 // convolution), as deformable networks are trained.
                 let zero = spec.name.ends_with(".offset");
-                let prior = self
-                    .bias_prior
-                    .as_ref()
-                    .is_some_and(|(n, _)| *n == spec.name);
+                let prior = self.bias_prior.iter().any(|(n, _)| *n == spec.name);
                 if prior {
                     // The prior's layer starts near zero (std 0.01, as RetinaNet's), so its
                     // first outputs are its prior whatever the features.
@@ -401,9 +398,9 @@ impl<'a> LayerBuilder<'a> {
                 }
             }
         };
-        if let (Some((name, value)), None) = (&self.bias_prior, self.source(&spec.name)) {
-            if *name == spec.name {
-                if let Some(b) = bias.as_mut() {
+        if self.source(&spec.name).is_none() {
+            for (name, value) in &self.bias_prior {
+                if let (true, Some(b)) = (*name == spec.name, bias.as_mut()) {
                     b.fill(*value);
                 }
             }
