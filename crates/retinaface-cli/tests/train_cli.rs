@@ -136,7 +136,7 @@ fn train_args<'a>(
 
 #[test]
 fn overfits_two_images_from_scratch_and_detect_finds_their_faces() {
-    overfit(None, "overfit");
+    overfit(None, "overfit", Lr::Port);
 }
 
 /// The paper's design (P2–P6, deformable context, shared heads, its matching and loss
@@ -149,20 +149,24 @@ fn the_paper_network_overfits_two_images_and_detect_finds_their_faces() {
     assert!(std::fs::read_to_string(&config)
         .unwrap()
         .contains("deformable = true"));
-    overfit(Some(&config), "overfit-paper");
+    overfit(Some(&config), "overfit-paper", Lr::Port);
 }
 
 /// DF²S² with its own recipe (feature-fusion pyramid, focal loss normalised per level,
 /// segmentation supervision, Xavier layers and the prior bias) learns the same two photos:
-/// its config with the learning rate held constant over the 150 epochs.
+/// its config with its own rate, 4e-3, held constant over the 150 epochs. (At the port's
+/// 0.01 the focal loss swings and diverges within a hundred steps: docs/df2s2.md.)
 #[test]
 fn df2s2_overfits_two_images_and_detect_finds_their_faces() {
     let config = constant_lr_config("df2s2-mobilenet0.25", "df2s2-config");
+    assert!(std::fs::read_to_string(&config)
+        .unwrap()
+        .contains("lr = 4e-3"));
     let text = std::fs::read_to_string(&config).unwrap();
     assert!(
         text.contains("classification = \"focal\"") && text.contains("segmentation_weight = 1.0")
     );
-    let out = overfit(Some(&config), "overfit-df2s2");
+    let out = overfit(Some(&config), "overfit-df2s2", Lr::Config);
     // The segmentation term was trained and fell with the rest.
     let seg = metric(&out.join("metrics.jsonl"), "segmentation");
     assert!(seg[0] > 0.0 && seg[seg.len() - 1] < 0.5 * seg[0], "{seg:?}");
@@ -192,13 +196,26 @@ fn constant_lr_config(name: &str, tag: &str) -> PathBuf {
 
 /// Trains 150 epochs on the two photos, checks the loss and what detect finds; returns the
 /// run's folder.
-fn overfit(config: Option<&Path>, name: &str) -> PathBuf {
+/// The learning rate of an overfit run.
+#[derive(PartialEq)]
+enum Lr {
+    /// The port's 0.01 (`--lr 0.01`).
+    Port,
+    /// The config's own.
+    Config,
+}
+
+fn overfit(config: Option<&Path>, name: &str, lr: Lr) -> PathBuf {
     let dir = temp(name);
     let (images, labels, truth) = small_dataset(&dir);
     let out = dir.join("run");
     let mut args = train_args(&images, &labels, &out, "150");
     if let Some(c) = config {
         args.extend(["--config", s(c)]);
+    }
+    if lr == Lr::Config {
+        let at = args.iter().position(|&a| a == "--lr").unwrap();
+        args.drain(at..at + 2);
     }
     run(&args);
 

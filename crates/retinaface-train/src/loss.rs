@@ -266,18 +266,28 @@ pub fn focal_loss(z: Tensor<2>, y: Tensor<2>, alpha: f32, gamma: f32) -> Tensor<
     background.clone() + y * (face - background)
 }
 
-/// `1 / max(1, N_k)` for every anchor of the batch, `N_k` the face anchors of the batch on the
-/// anchor's level (SPEC §2's per-level normalisation).
+/// `1 / N_k` for every anchor of the batch, `N_k` the face anchors of the batch on the
+/// anchor's level (SPEC §2's per-level normalisation). A level without face anchors is
+/// normalised by the face anchors of the whole batch (RetinaNet's normaliser; at least 1),
+/// not by 1: each of its thousands of background anchors would otherwise weigh as much as
+/// all the faces of another level together.
 fn per_level_normaliser(levels: &[usize], targets: &[Targets], n: usize) -> Vec<f32> {
+    let faces_in = |range: std::ops::Range<usize>| -> usize {
+        targets
+            .iter()
+            .map(|t| t.labels[range.clone()].iter().filter(|&&l| l == 1).count())
+            .sum()
+    };
+    let all = faces_in(0..n).max(1);
     let mut per_anchor = vec![0.0f32; n];
     let mut first = 0;
     for &count in levels {
         let end = (first + count).min(n);
-        let faces: usize = targets
-            .iter()
-            .map(|t| t.labels[first..end].iter().filter(|&&l| l == 1).count())
-            .sum();
-        per_anchor[first..end].fill(1.0 / faces.max(1) as f32);
+        let faces = match faces_in(first..end) {
+            0 => all,
+            k => k,
+        };
+        per_anchor[first..end].fill(1.0 / faces as f32);
         first = end;
     }
     targets
@@ -438,25 +448,24 @@ mod tests {
     #[test]
     fn focal_recipe_normalises_per_level_and_adds_the_segmentation_term() {
         let device = Device::flex();
-        // Two levels: 3 anchors (one face, one ignored) and 2 anchors (no face).
-        let logits = vec![1.0, 0.0, -2.0, 0.5, -1.0];
+        // Two levels: 4 anchors (two faces, one ignored) and 2 anchors (no face).
+        let logits = vec![1.0, 0.0, 0.3, -2.0, 0.5, -1.0];
+        let mut boxes = vec![0.5, 0.0, 0.0, 0.0];
+        boxes.extend([0.0; 4]);
+        boxes.extend([3.0; 16]);
         let out = HeadOutput {
-            class: tensor(logits.clone(), vec![1, 5, 1], &device),
-            boxes: tensor(
-                [[0.5, 0.0, 0.0, 0.0], [3.0; 4], [3.0; 4], [3.0; 4], [3.0; 4]].concat(),
-                vec![1, 5, 4],
-                &device,
-            ),
+            class: tensor(logits, vec![1, 6, 1], &device),
+            boxes: tensor(boxes, vec![1, 6, 4], &device),
             landmarks: None,
             // One level of 1×2 logits (0, 2) for a mask (1, 0).
             segmentation: vec![tensor(vec![0.0, 2.0], vec![1, 1, 1, 2], &device)],
-            levels: vec![3, 2],
+            levels: vec![4, 2],
         };
         let t = Targets {
-            labels: vec![1, -1, 0, 0, 0],
-            boxes: vec![0.0; 20],
-            landmarks: vec![0.0; 50],
-            landmark_mask: vec![0.0; 5],
+            labels: vec![1, 1, -1, 0, 0, 0],
+            boxes: vec![0.0; 24],
+            landmarks: vec![0.0; 60],
+            landmark_mask: vec![0.0; 6],
             masks: vec![vec![1.0, 0.0]],
         };
         let config = LossConfig {
@@ -472,14 +481,16 @@ mod tests {
                 -0.75 * p.powi(2) * (1.0 - p).ln()
             }
         };
-        // Level 0: one face, N = 1; the ignored anchor does not count. Level 1: N = max(1, 0).
-        let class = fl(1.0, true) + fl(-2.0, false) + fl(0.5, false) + fl(-1.0, false);
+        // Level 0: two faces, N = 2; the ignored anchor does not count. Level 1 has no face:
+        // it is normalised by the faces of the batch, 2.
+        let class = (fl(1.0, true) + fl(0.0, true) + fl(-2.0, false)) / 2.0
+            + (fl(0.5, false) + fl(-1.0, false)) / 2.0;
         assert!(
             (f64::from(l.class) - class).abs() < 1e-6,
             "{} vs {class}",
             l.class
         );
-        assert!((l.boxes - 0.125).abs() < 1e-6, "{}", l.boxes);
+        assert!((l.boxes - 0.0625).abs() < 1e-6, "{}", l.boxes);
         // Segmentation: mean of −log σ(0) and −log(1 − σ(2)).
         let seg = (2f64.ln() + (1.0 + 2f64.exp()).ln()) / 2.0;
         assert!(
@@ -488,7 +499,7 @@ mod tests {
             l.segmentation
         );
         let total = l.total.into_scalar::<f32>();
-        let want = class + 0.125 + 0.5 * seg;
+        let want = class + 0.0625 + 0.5 * seg;
         assert!((f64::from(total) - want).abs() < 1e-5, "{total} vs {want}");
     }
 }
