@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# DF²S²'s ablation on the data we have: three networks trained with the same budget (epochs,
+# image size, batch, seed, backbone initialisation) on the 581 training images, each with its
+# own recipe, then evaluated on the 145 validation images (AP at IoU 0.5 and the WIDER Face
+# Challenge mAP over 0.5:0.95):
+#   retinaface     RetinaFace light, the port's pyramid (configs/mobilenet0.25-scratch-320.toml)
+#   df2s2-noseg    DF²S² light without the segmentation branch (λ2 = 0)
+#   df2s2          DF²S² light with it (λ2 = 1)
+#
+# Usage: scripts/ablation_df2s2.sh [row ...]       (default: all three, in that order)
+# Env: BIN (default target/release/retinaface), OUT (runs/ablation), EPOCHS (32), SIZE (320),
+#      BATCH (8), SEED (0), BACKBONE (a weights file for --init-backbone; default: scratch),
+#      THREADS (default: every core).
+# A row that stopped part-way (killed, machine restarted) resumes from its last checkpoint;
+# a finished row is only evaluated again. Results: $OUT/<row>/eval.json and $OUT/summary.md.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+BIN=${BIN:-target/release/retinaface}
+OUT=${OUT:-runs/ablation}
+EPOCHS=${EPOCHS:-32}
+SIZE=${SIZE:-320}
+BATCH=${BATCH:-8}
+SEED=${SEED:-0}
+BACKBONE=${BACKBONE:-}
+SHARED=${SHARED:-../shared}
+TRAIN=$SHARED/data/widerface/train
+VAL=$SHARED/data/widerface/val
+ROWS=("$@")
+[ ${#ROWS[@]} -gt 0 ] || ROWS=(retinaface df2s2-noseg df2s2)
+
+[ -x "$BIN" ] || { echo "build first: cargo build --release -p retinaface-cli" >&2; exit 1; }
+mkdir -p "$OUT"
+threads=()
+[ -n "${THREADS:-}" ] && threads=(--threads "$THREADS")
+
+config_of() {
+    case "$1" in
+        retinaface) echo configs/mobilenet0.25-scratch-320.toml ;;
+        df2s2-noseg)
+            sed 's/^segmentation_weight = .*/segmentation_weight = 0.0/' \
+                configs/df2s2-mobilenet0.25.toml > "$OUT/df2s2-noseg.toml"
+            grep -q '^segmentation_weight = 0.0' "$OUT/df2s2-noseg.toml"
+            echo "$OUT/df2s2-noseg.toml" ;;
+        df2s2) echo configs/df2s2-mobilenet0.25.toml ;;
+        *) echo "unknown row $1 (retinaface, df2s2-noseg, df2s2)" >&2; exit 2 ;;
+    esac
+}
+
+for row in "${ROWS[@]}"; do
+    dir=$OUT/$row
+    config=$(config_of "$row")
+    if [ -f "$dir/final.safetensors" ] && [ -f "$dir/done" ]; then
+        echo "== $row: trained"
+    elif [ -d "$dir/checkpoints" ]; then
+        echo "== $row: resuming"
+        "$BIN" train --resume --out "$dir" "${threads[@]}"
+        touch "$dir/done"
+    else
+        echo "== $row: training ($config)"
+        init=(--init scratch)
+        [ -n "$BACKBONE" ] && init+=(--init-backbone "$BACKBONE")
+        "$BIN" train --config "$config" --data "$TRAIN/images" --labels "$TRAIN/label.txt" \
+            "${init[@]}" --epochs "$EPOCHS" --image-size "$SIZE" --batch "$BATCH" \
+            --seed "$SEED" --checkpoint-every 50 --out "$dir" "${threads[@]}"
+        touch "$dir/done"
+    fi
+    "$BIN" eval widerface --images "$VAL/images" --gt "$VAL/ground_truth" \
+        --model "$dir/final.safetensors" --iou 0.5:0.95 --json "${threads[@]}" > "$dir/eval.json"
+    echo "$row: $(cat "$dir/eval.json")"
+done
+
+{
+    echo "| row | AP easy | AP medium | AP hard | mAP easy | mAP medium | mAP hard | minutes |"
+    echo "| --- | --- | --- | --- | --- | --- | --- | --- |"
+    for row in retinaface df2s2-noseg df2s2; do
+        [ -f "$OUT/$row/eval.json" ] || continue
+        python3 - "$OUT/$row" "$row" <<'EOF'
+import json, sys
+d, row = sys.argv[1], sys.argv[2]
+e = json.load(open(f"{d}/eval.json"))
+# A resumed run logs again the steps after its last checkpoint: the last line of each step.
+steps = {s["step"]: s for s in map(json.loads, open(f"{d}/metrics.jsonl"))}.values()
+minutes = sum(s["images"] / s["images_per_s"] for s in steps if s["images_per_s"] > 0) / 60
+at = [e[s]["per_iou"]["0.50"] for s in ("easy", "medium", "hard")]
+m = [e[s]["ap"] for s in ("easy", "medium", "hard")]
+print(f"| {row} | " + " | ".join(f"{v:.4f}" for v in at + m) + f" | {minutes:.0f} |")
+EOF
+    done
+} > "$OUT/summary.md"
+cat "$OUT/summary.md"
