@@ -275,3 +275,49 @@ fn detect_takes_the_protocol_flags() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("short:N"));
 }
+
+/// `--iou A:B` reports the challenge mAP: per setting the mean AP and each threshold's AP,
+/// whose 0.50 entry is the single-threshold run's; bad ranges are errors before any work.
+#[test]
+fn widerface_iou_range_reports_the_challenge_map() {
+    let (pred, gt) = (eval_fixtures().join("wider_pred"), gt());
+    let base = ["eval", "widerface", "--pred", s(&pred), "--gt", s(&gt)];
+    let single = one_json_line(&retinaface(&[&base[..], &["--json"]].concat()));
+    let range = one_json_line(&retinaface(
+        &[&base[..], &["--iou", "0.5:0.95", "--json"]].concat(),
+    ));
+    for setting in ["easy", "medium", "hard"] {
+        let r = &range[setting];
+        let per: Vec<f64> = r["per_iou"]
+            .as_object()
+            .unwrap()
+            .values()
+            .map(|v| v.as_f64().unwrap())
+            .collect();
+        assert_eq!(per.len(), 10, "{r}");
+        let mean = per.iter().sum::<f64>() / 10.0;
+        assert!((r["ap"].as_f64().unwrap() - mean).abs() < 1e-12);
+        assert_eq!(r["per_iou"]["0.50"], single[setting]["ap"]);
+        assert_eq!(r["faces"], single[setting]["faces"]);
+        assert!(per[9] < per[0]);
+    }
+    // Text: the means, then a row per threshold.
+    let out = retinaface(&[&base[..], &["--iou", "0.5:0.6"]].concat());
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.starts_with("easy   mAP "), "{text}");
+    assert!(text.contains("\n0.55 ") && text.contains("\n0.60 ") && !text.contains("\n0.65 "));
+    for bad in [
+        &["--iou", "1.5"][..],
+        &["--iou", "0.9:0.5"],
+        &["--iou", "x"],
+    ] {
+        let out = retinaface(&[&base[..], bad].concat());
+        assert_eq!(out.status.code(), Some(2), "{bad:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("--iou"), "{bad:?}: {err}");
+    }
+    let plot = temp("iou-plot").join("pr.png");
+    let out = retinaface(&[&base[..], &["--iou", "0.5:0.95", "--plot", s(&plot)]].concat());
+    assert!(!out.status.success() && !plot.exists());
+}
