@@ -5,7 +5,7 @@ use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use retinaface_train::config::{BatchNormSetting, DeviceKind, TrainConfig};
 use retinaface_train::data::AugmentConfig;
-use retinaface_train::trainer::Trainer;
+use retinaface_train::trainer::{StepReport, Trainer};
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -197,8 +197,12 @@ pub fn run(a: Args) -> Result<ExitCode> {
         skipped += r.skipped.len();
         bar.set_position(r.step as u64);
         let message = format!(
-            "epoch {} loss {:.3} (cls {:.3} box {:.3} lm {:.3}) lr {:.1e} {:.1} img/s",
-            r.epoch, r.loss, r.class, r.boxes, r.landmarks, r.lr, r.images_per_s
+            "epoch {} loss {:.3} ({}) lr {:.1e} {:.1} img/s",
+            r.epoch,
+            r.loss,
+            loss_parts(r, 3),
+            r.lr,
+            r.images_per_s
         );
         if !terminal && (last_line.elapsed().as_secs() >= 10 || r.step == r.steps) {
             eprintln!("step {}/{}: {message}", r.step, r.steps);
@@ -211,13 +215,11 @@ pub fn run(a: Args) -> Result<ExitCode> {
     let out = &trainer.config.run.out;
     if let Some(r) = last {
         eprintln!(
-            "step {}/{}: loss {:.4} (cls {:.4} box {:.4} lm {:.4}), {:.1} s, {:.2} img/s overall",
+            "step {}/{}: loss {:.4} ({}), {:.1} s, {:.2} img/s overall",
             r.step,
             r.steps,
             r.loss,
-            r.class,
-            r.boxes,
-            r.landmarks,
+            loss_parts(&r, 4),
             r.elapsed_s,
             (trainer.progress().images - p.images) as f64 / r.elapsed_s.max(1e-9)
         );
@@ -236,4 +238,17 @@ pub fn run(a: Args) -> Result<ExitCode> {
         return Ok(ExitCode::from(1));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The loss terms of a step: classification, boxes, landmarks, and DF²S²'s segmentation when
+/// it trains.
+fn loss_parts(r: &StepReport, digits: usize) -> String {
+    let mut s = format!(
+        "cls {:.digits$} box {:.digits$} lm {:.digits$}",
+        r.class, r.boxes, r.landmarks
+    );
+    if r.segmentation > 0.0 {
+        s += &format!(" seg {:.digits$}", r.segmentation);
+    }
+    s
 }
