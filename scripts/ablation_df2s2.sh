@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # DF²S²'s ablation on the data we have: three networks trained with the same budget (epochs,
 # image size, batch, seed, backbone initialisation) on the 581 training images, each with its
-# own recipe, then evaluated on the 145 validation images (AP at IoU 0.5 and the WIDER Face
-# Challenge mAP over 0.5:0.95):
+# own recipe — its learning rate, and its decay points scaled from the recipe's own epochs to
+# the budget's — then evaluated on the 145 validation images (AP at IoU 0.5 and the WIDER
+# Face Challenge mAP over 0.5:0.95):
 #   retinaface     RetinaFace light, the port's pyramid (configs/mobilenet0.25-scratch-320.toml)
 #   df2s2-noseg    DF²S² light without the segmentation branch (λ2 = 0)
 #   df2s2          DF²S² light with it (λ2 = 1)
 #
 # Usage: scripts/ablation_df2s2.sh [row ...]       (default: all three, in that order)
-# Env: BIN (default target/release/retinaface), OUT (runs/ablation), EPOCHS (32), SIZE (320),
+# Env: BIN (default target/release/retinaface), OUT (runs/ablation), EPOCHS (20), SIZE (320),
 #      BATCH (8), SEED (0), BACKBONE (a weights file for --init-backbone; default: scratch),
 #      THREADS (default: every core).
 # A row that stopped part-way (killed, machine restarted) resumes from its last checkpoint;
@@ -18,7 +19,7 @@ cd "$(dirname "$0")/.."
 
 BIN=${BIN:-target/release/retinaface}
 OUT=${OUT:-runs/ablation}
-EPOCHS=${EPOCHS:-32}
+EPOCHS=${EPOCHS:-20}
 SIZE=${SIZE:-320}
 BATCH=${BATCH:-8}
 SEED=${SEED:-0}
@@ -34,17 +35,30 @@ mkdir -p "$OUT"
 threads=()
 [ -n "${THREADS:-}" ] && threads=(--threads "$THREADS")
 
+# The row's config, written into $OUT with its decay epochs scaled to $EPOCHS.
 config_of() {
+    local src lambda=""
     case "$1" in
-        retinaface) echo configs/mobilenet0.25-scratch-320.toml ;;
-        df2s2-noseg)
-            sed 's/^segmentation_weight = .*/segmentation_weight = 0.0/' \
-                configs/df2s2-mobilenet0.25.toml > "$OUT/df2s2-noseg.toml"
-            grep -q '^segmentation_weight = 0.0' "$OUT/df2s2-noseg.toml"
-            echo "$OUT/df2s2-noseg.toml" ;;
-        df2s2) echo configs/df2s2-mobilenet0.25.toml ;;
+        retinaface) src=configs/mobilenet0.25-scratch-320.toml ;;
+        df2s2-noseg) src=configs/df2s2-mobilenet0.25.toml; lambda=0.0 ;;
+        df2s2) src=configs/df2s2-mobilenet0.25.toml ;;
         *) echo "unknown row $1 (retinaface, df2s2-noseg, df2s2)" >&2; exit 2 ;;
     esac
+    python3 - "$src" "$OUT/$1.toml" "$EPOCHS" "$lambda" <<'EOF'
+import re, sys
+src, dst, epochs, seg = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+text = open(src).read()
+own = int(re.search(r"^epochs = (\d+)", text, re.M).group(1))
+decays = [int(d) for d in re.findall(r"\d+", re.search(r"^decay_epochs = \[(.*)\]", text, re.M).group(1))]
+scaled = [round(d * epochs / own) for d in decays]
+text = re.sub(r"^decay_epochs = .*$", f"decay_epochs = {scaled}", text, flags=re.M)
+if seg:
+    text, n = re.subn(r"^segmentation_weight = .*$", f"segmentation_weight = {seg}", text, flags=re.M)
+    assert n == 1, "no segmentation_weight to set"
+open(dst, "w").write(text)
+print(f"{dst}: decay epochs {decays} of {own} -> {scaled} of {epochs}", file=sys.stderr)
+EOF
+    echo "$OUT/$1.toml"
 }
 
 for row in "${ROWS[@]}"; do
