@@ -101,5 +101,28 @@ m = [e[s]["ap"] for s in ("easy", "medium", "hard")]
 print(f"| {row} | " + " | ".join(f"{v:.4f}" for v in at + m) + f" | {minutes:.0f} |")
 EOF
     done
+    echo
+    echo "Mean training loss per epoch (total; classification in brackets):"
+    echo
+    python3 - "$OUT" "$EPOCHS" <<'EOF'
+import json, os, sys
+out, epochs_run = sys.argv[1], int(sys.argv[2])
+rows = [r for r in ("retinaface", "df2s2-noseg", "df2s2") if os.path.exists(f"{out}/{r}/metrics.jsonl")]
+curves = {}
+for r in rows:
+    steps = {s["step"]: s for s in map(json.loads, open(f"{out}/{r}/metrics.jsonl"))}.values()
+    by_epoch = {}
+    for s in steps:
+        # From the step's index: the logged epoch is the one after the step.
+        by_epoch.setdefault((s["step"] - 1) * epochs_run // s["steps"], []).append(s)
+    curves[r] = {e: (sum(x["loss"] for x in v) / len(v), sum(x["class"] for x in v) / len(v))
+                 for e, v in by_epoch.items()}
+epochs = sorted({e for c in curves.values() for e in c})
+print("| epoch | " + " | ".join(rows) + " |")
+print("| --- |" + " --- |" * len(rows))
+for e in epochs:
+    cells = [f"{curves[r][e][0]:.3f} ({curves[r][e][1]:.3f})" if e in curves[r] else "" for r in rows]
+    print(f"| {e + 1} | " + " | ".join(cells) + " |")
+EOF
 } > "$OUT/summary.md"
 cat "$OUT/summary.md"
