@@ -9,8 +9,15 @@ cd "$(dirname "$0")"
 RUNS=${RUNS:-1200000}
 BIN=../target/x86_64-unknown-linux-gnu/release
 TARGETS=${*:-image onnx torch_legacy torch_zip safetensors mat wider_predictions wider_ground_truth labels train_config checkpoint}
+# The PyTorch targets start from the port's checkpoints in ../shared (weights are not kept in
+# the repository); libFuzzer's -max_len keeps their first 64 KiB.
+SHARED_PTH=../../shared/models/retinaface
 for t in $TARGETS; do
     mkdir -p "corpus/$t" "artifacts/$t" "seeds/$t"
+    case "$t" in
+        torch_legacy) cp -n "$SHARED_PTH"/*_legacy.pth "seeds/$t/" 2>/dev/null || true ;;
+        torch_zip) cp -n "$SHARED_PTH"/*_zip.pth "seeds/$t/" 2>/dev/null || true ;;
+    esac
     done_runs=0
     while [ "$done_runs" -lt "$RUNS" ]; do
         left=$((RUNS - done_runs))
