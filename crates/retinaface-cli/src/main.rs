@@ -1,4 +1,4 @@
-//! The `retinaface` command line: detect, convert, bench, eval, align, anonymize, train.
+//! The `retinaface` command line: detect, convert, bench, eval, align, anonymize, train, serve.
 
 mod budget;
 mod commands;
@@ -40,6 +40,9 @@ enum Command {
     /// Train RetinaFace (CPU, or CUDA in builds with the `cuda` feature).
     #[cfg(feature = "train")]
     Train(commands::train::Args),
+    /// Serve detection, alignment and anonymisation over HTTP, with a web page.
+    #[cfg(feature = "serve")]
+    Serve(commands::serve::Args),
 }
 
 fn main() -> ExitCode {
@@ -53,6 +56,8 @@ fn main() -> ExitCode {
         Command::Anonymize(a) => commands::anonymize::run(a),
         #[cfg(feature = "train")]
         Command::Train(a) => commands::train::run(a),
+        #[cfg(feature = "serve")]
+        Command::Serve(a) => commands::serve::run(a),
     };
     match result {
         Ok(code) => code,

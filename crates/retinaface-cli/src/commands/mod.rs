@@ -6,5 +6,7 @@ pub mod bench;
 pub mod convert;
 pub mod detect;
 pub mod eval;
+#[cfg(feature = "serve")]
+pub mod serve;
 #[cfg(feature = "train")]
 pub mod train;
