@@ -42,9 +42,42 @@ pub struct Args {
     /// Require the key in this file (its first line) on the /v1 routes.
     #[arg(long)]
     api_key_file: Option<PathBuf>,
+    /// Ask the server at --addr for /healthz and exit 0 when it answers 200 (a container's
+    /// health check, with no HTTP client in the image).
+    #[arg(long)]
+    healthcheck: bool,
+}
+
+/// GET /healthz at `addr` (0.0.0.0 and [::] mean this machine): whether it answers 200.
+fn healthcheck(addr: SocketAddr) -> Result<ExitCode> {
+    use std::io::{Read, Write};
+    let mut target = addr;
+    if target.ip().is_unspecified() {
+        target.set_ip(if addr.is_ipv4() {
+            std::net::Ipv4Addr::LOCALHOST.into()
+        } else {
+            std::net::Ipv6Addr::LOCALHOST.into()
+        });
+    }
+    let limit = Duration::from_secs(5);
+    let mut stream = std::net::TcpStream::connect_timeout(&target, limit)
+        .with_context(|| format!("cannot connect to {target}"))?;
+    stream.set_read_timeout(Some(limit))?;
+    stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")?;
+    let mut head = [0u8; 12];
+    stream.read_exact(&mut head)?;
+    if head.starts_with(b"HTTP/1.1 200") {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!("{target}: {}", String::from_utf8_lossy(&head));
+        Ok(ExitCode::from(1))
+    }
 }
 
 pub fn run(a: Args) -> Result<ExitCode> {
+    if a.healthcheck {
+        return healthcheck(a.addr);
+    }
     let api_key = match (&a.api_key, &a.api_key_file) {
         (Some(k), _) => Some(k.clone()),
         (None, Some(path)) => {

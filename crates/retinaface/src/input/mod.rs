@@ -118,8 +118,12 @@ fn decode_rgb(bytes: &[u8], name: &Path, max_pixels: u64) -> Result<RgbImage, Im
     inject_fault(bytes);
     #[cfg(feature = "libjpeg")]
     if bytes.starts_with(&[0xff, 0xd8, 0xff]) {
+        // The size read from the header when it is over the limit: reported as `TooLarge`,
+        // like the other formats' (the service answers it 422, not 400).
+        let over = std::cell::Cell::new(None);
         let check = |w: u32, h: u32| {
             if u64::from(w) * u64::from(h) > max_pixels {
+                over.set(Some((w, h)));
                 Err(format!(
                     "image is {w}×{h}, above the limit of {max_pixels} pixels"
                 ))
@@ -134,6 +138,15 @@ fn decode_rgb(bytes: &[u8], name: &Path, max_pixels: u64) -> Result<RgbImage, Im
                 return Ok(img.into_rgb8());
             }
             Ok(jpeg::Decoded::Unsupported) => {}
+            Err(_) if over.get().is_some() => {
+                let (width, height) = over.get().unwrap_or_default();
+                return Err(ImageError::TooLarge {
+                    path: name.to_owned(),
+                    width,
+                    height,
+                    max_pixels,
+                });
+            }
             Err(reason) => {
                 return Err(ImageError::Decode {
                     path: name.to_owned(),
