@@ -6,7 +6,7 @@ The PyTorch seeds are the synthetic checkpoints of crates/retinaface/tests/torch
 (`small_checkpoint`), and the checkpoint seed is written by `cargo run -p retinaface-fuzz
 --example checkpoint_seed`; both are committed as they are.
 """
-import io, json, os, struct, sys
+import base64, io, json, os, struct, sys
 import numpy as np
 from PIL import Image, ImageCms
 import scipy.io
@@ -144,6 +144,26 @@ def configs():
             put("train_config", name, f.read())
 
 
+def requests():
+    """The service's requests: form byte, query length, query, body (fuzz_targets/request.rs)."""
+    b = io.BytesIO()
+    Image.new("RGB", (1, 1), (200, 100, 50)).save(b, "PNG")
+    tiny = b.getvalue()
+    b64 = base64.b64encode(tiny).decode()
+
+    def req(name, form, query, body):
+        q = query.encode()
+        put("request", name, bytes([form, len(q)]) + q + body)
+
+    req("raw", 0, "threshold=0.3&limit=2&landmarks=false", tiny)
+    req("json", 2, "tta=true", json.dumps({"image": b64, "nms": 0.3, "mode": "pixelate"}).encode())
+    req("json_batch", 2, "", json.dumps({"images": [b64, "data:image/png;base64,AAAA", 3]}).encode())
+    part = (b'--XB\r\nContent-Disposition: form-data; name="image"; filename="a.png"\r\n'
+            b"Content-Type: image/png\r\n\r\n" + tiny +
+            b'\r\n--XB\r\nContent-Disposition: form-data; name="size"\r\n\r\n112\r\n--XB--\r\n')
+    req("multipart", 1, "max_size=640", part)
+
+
 if __name__ == "__main__":
-    images(); onnx(); safetensors(); mat(); texts(); configs()
+    images(); onnx(); safetensors(); mat(); texts(); configs(); requests()
     print("seeds written under", ROOT, file=sys.stderr)
