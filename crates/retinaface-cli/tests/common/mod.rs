@@ -1,7 +1,10 @@
 //! Helpers shared by the CLI's integration tests.
 #![allow(dead_code)]
 
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 
 /// `../shared` beside the repository; tests fail (never skip) when it is missing.
 pub fn shared() -> PathBuf {
@@ -57,4 +60,46 @@ pub fn detected_faces(path: &Path, threshold: f32) -> Vec<serde_json::Value> {
     );
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     json[0]["faces"].as_array().unwrap().clone()
+}
+
+/// A server started with `flags` on a free port; killed when dropped.
+pub struct Server {
+    pub child: Child,
+    pub addr: SocketAddr,
+}
+
+impl Server {
+    pub fn start(flags: &[&str]) -> Server {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_retinaface"))
+            .args(["serve", "--addr", "127.0.0.1:0"])
+            .args(flags)
+            .env_remove("RETINAFACE_MODEL")
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let addr = loop {
+            let line = lines
+                .next()
+                .expect("the server stopped before listening")
+                .unwrap();
+            if let Some(rest) = line.strip_prefix("listening on http://") {
+                break rest.split_whitespace().next().unwrap().parse().unwrap();
+            }
+        };
+        // Keep draining stderr so the server never blocks on a full pipe.
+        std::thread::spawn(move || lines.for_each(drop));
+        Server { child, addr }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
