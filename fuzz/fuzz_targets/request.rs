@@ -3,7 +3,7 @@
 //! checked for every endpoint. The input is the form (first byte mod 3), the query's length
 //! (second byte), the query, then the body; multipart bodies use the boundary `XB`.
 #![no_main]
-use axum::http::{header, HeaderMap, HeaderValue};
+use axum::http::{header, Request};
 use libfuzzer_sys::fuzz_target;
 use retinaface_serve::input::{self, Form};
 use retinaface_serve::options::{Endpoint, Options};
@@ -29,11 +29,20 @@ fuzz_target!(|data: &[u8]| {
         1 => (Form::Multipart, "multipart/form-data; boundary=XB"),
         _ => (Form::Json, "application/json"),
     };
-    let mut headers = HeaderMap::new();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(kind));
-    let query = std::str::from_utf8(query).ok();
+    let Ok(query) = std::str::from_utf8(query) else {
+        return;
+    };
+    // A query that is not a valid URI tail is refused by the HTTP layer before us.
+    let Ok(request) = Request::builder()
+        .uri(format!("/v1/detect?{query}"))
+        .header(header::CONTENT_TYPE, kind)
+        .body(())
+    else {
+        return;
+    };
+    let (head, ()) = request.into_parts();
     let body = axum::body::Bytes::copy_from_slice(body);
-    let parsed = runtime().block_on(input::parse(form, &headers, query, body));
+    let parsed = runtime().block_on(input::parse(form, head, body));
     if let Ok(upload) = parsed {
         for endpoint in [
             Endpoint::Detect,

@@ -171,6 +171,27 @@ fn detect_answers_the_same_faces_as_the_cli_in_every_input_form() {
     largest.sort_by(|a, b| area(b).total_cmp(&area(a)));
     assert_eq!(m["faces"].as_array().unwrap(), &largest[..2]);
 
+    // Multipart bodies above axum's own 2 MB default are read (the limit is --max-body):
+    // a 1000×1000 noise PNG of about 3 MB.
+    let mut seed = 1u32;
+    let noise = image::RgbImage::from_fn(1000, 1000, |_, _| {
+        seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+        let [a, b, c, _] = seed.to_le_bytes();
+        image::Rgb([a, b, c])
+    });
+    let mut png = std::io::Cursor::new(Vec::new());
+    noise.write_to(&mut png, image::ImageFormat::Png).unwrap();
+    let png = png.into_inner();
+    assert!(png.len() > 2_500_000, "{}", png.len());
+    let (status, big) = json(
+        c.post(server.url("/v1/detect"))
+            .multipart(multipart::Form::new().part("image", multipart::Part::bytes(png)))
+            .send()
+            .unwrap(),
+    );
+    assert_eq!(status, 200, "{big}");
+    assert_eq!(big["width"], 1000);
+
     // A photo without faces is no error.
     let mut blank = std::io::Cursor::new(Vec::new());
     image::RgbImage::from_pixel(64, 48, image::Rgb([200, 200, 200]))
@@ -429,6 +450,26 @@ fn align_and_anonymize_answer_crops_and_the_photo() {
     assert_eq!(answer["faces"].as_array().unwrap().len(), 6);
 }
 
+/// Wait until the server has admitted `n` requests (its `retinaface_in_flight` gauge).
+fn wait_in_flight(c: &Client, server: &Server, n: usize) {
+    let line = format!("retinaface_in_flight {n}\n");
+    let started = std::time::Instant::now();
+    while !c
+        .get(server.url("/metrics"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap()
+        .contains(&line)
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "never {n} in flight"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 #[test]
 fn a_full_queue_is_503_a_slow_request_504_and_shutdown_finishes_what_runs() {
     let t1 = t1();
@@ -442,7 +483,7 @@ fn a_full_queue_is_503_a_slow_request_504_and_shutdown_finishes_what_runs() {
     let mut slow = TcpStream::connect(server.addr).unwrap();
     slow.write_all(head.as_bytes()).unwrap();
     slow.write_all(&t1[..1000]).unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    wait_in_flight(&c, &server, 1);
     let r = c
         .post(server.url("/v1/detect"))
         .header("content-type", "image/jpeg")
@@ -489,7 +530,7 @@ fn a_full_queue_is_503_a_slow_request_504_and_shutdown_finishes_what_runs() {
     let mut in_flight = TcpStream::connect(server.addr).unwrap();
     in_flight.write_all(head.as_bytes()).unwrap();
     in_flight.write_all(&t1[..1000]).unwrap();
-    std::thread::sleep(Duration::from_millis(200));
+    wait_in_flight(&c, &server, 1);
     // SAFETY: signalling our own child.
     unsafe { libc::kill(server.child.id() as i32, libc::SIGTERM) };
     std::thread::sleep(Duration::from_millis(200));

@@ -6,6 +6,7 @@
 use crate::error::ApiError;
 use axum::body::{Body, Bytes};
 use axum::extract::{FromRequest, Multipart, Request};
+use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, StatusCode};
 use base64::Engine;
 use http_body_util::BodyExt;
@@ -94,14 +95,11 @@ pub struct Upload {
     pub options: Map<String, Value>,
 }
 
-/// The images and options of a body already read (`parts` are the request's head).
-pub async fn parse(
-    form: Form,
-    headers: &HeaderMap,
-    query: Option<&str>,
-    bytes: Bytes,
-) -> Result<Upload, ApiError> {
-    let mut options = query_options(query)?;
+/// The images and options of a body already read; `head` is the request's head (its
+/// headers, query string and the router's extensions, which lift axum's own 2 MB default
+/// limit on multipart bodies: ours, `--max-body`, was applied while reading).
+pub async fn parse(form: Form, head: Parts, bytes: Bytes) -> Result<Upload, ApiError> {
+    let mut options = query_options(head.uri.query())?;
     let items = match form {
         Form::Raw => vec![Item {
             name: "image".into(),
@@ -119,7 +117,7 @@ pub async fn parse(
             options.extend(map);
             items
         }
-        Form::Multipart => multipart_items(headers, bytes, &mut options).await?,
+        Form::Multipart => multipart_items(head, bytes, &mut options).await?,
     };
     Ok(Upload { items, options })
 }
@@ -197,12 +195,11 @@ fn decode_base64(text: &str) -> Result<Bytes, ApiError> {
 
 /// The image parts and the text options of a multipart body.
 async fn multipart_items(
-    headers: &HeaderMap,
+    head: Parts,
     bytes: Bytes,
     options: &mut Map<String, Value>,
 ) -> Result<Vec<Item>, ApiError> {
-    let mut request = Request::new(Body::from(bytes));
-    *request.headers_mut() = headers.clone();
+    let request = Request::from_parts(head, Body::from(bytes));
     let mut multipart = Multipart::from_request(request, &())
         .await
         .map_err(|e| ApiError::bad_request(format!("bad multipart body: {}", e.body_text())))?;

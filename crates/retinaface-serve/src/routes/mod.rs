@@ -109,14 +109,15 @@ async fn accept(state: &AppState, req: Request, endpoint: Endpoint) -> Result<Ac
     input::check_declared_length(&parts.headers, state.settings.max_body)?;
     let slot = state.admit()?;
     let bytes = input::read_body(body, state.settings.max_body).await?;
-    let mut upload = input::parse(form, &parts.headers, parts.uri.query(), bytes).await?;
+    let headers = parts.headers.clone();
+    let mut upload = input::parse(form, parts, bytes).await?;
     let options = Options::parse(std::mem::take(&mut upload.options), endpoint)?;
     Ok(Accepted {
         slot,
         upload,
         options,
         form,
-        headers: parts.headers,
+        headers,
     })
 }
 
