@@ -471,9 +471,9 @@ fn wait_in_flight(c: &Client, server: &Server, n: usize) {
 }
 
 #[test]
-fn a_full_queue_is_503_a_slow_request_504_and_shutdown_finishes_what_runs() {
+fn a_full_queue_is_503_a_late_request_504_and_shutdown_finishes_what_runs() {
     let t1 = t1();
-    let server = Server::start(&["--workers", "1", "--queue", "0", "--timeout", "2s"]);
+    let server = Server::start(&["--workers", "1", "--queue", "0"]);
     let c = client();
     let head = format!(
         "POST /v1/detect HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\nContent-Length: {}\r\n\r\n",
@@ -490,13 +490,33 @@ fn a_full_queue_is_503_a_slow_request_504_and_shutdown_finishes_what_runs() {
         .body(t1.clone())
         .send()
         .unwrap();
-    assert_eq!(r.headers()["retry-after"], "1");
+    assert_eq!(
+        r.headers().get("retry-after").map(|v| v.as_bytes()),
+        Some(&b"1"[..])
+    );
     let e = refused(r, 503);
     assert!(e.contains("busy"), "{e}");
-    // The slow request passes --timeout: 504.
+    // The slow request, once its body is in, is answered.
+    slow.write_all(&t1[1000..]).unwrap();
+    let answer = read_response(&mut slow);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+
+    // Past --timeout: 504, and the slot is freed.
+    let hasty = Server::start(&["--workers", "1", "--queue", "0", "--timeout", "1s"]);
+    let mut slow = TcpStream::connect(hasty.addr).unwrap();
+    slow.write_all(head.as_bytes()).unwrap();
+    slow.write_all(&t1[..1000]).unwrap();
     let answer = read_response(&mut slow);
     assert!(answer.starts_with("HTTP/1.1 504"), "{answer}");
     assert!(answer.contains("--timeout"), "{answer}");
+    wait_in_flight(&c, &hasty, 0);
+    let metrics = c.get(hasty.url("/metrics")).send().unwrap().text().unwrap();
+    assert!(
+        metrics.contains("retinaface_requests_total{route=\"/v1/detect\",status=\"504\"} 1"),
+        "{metrics}"
+    );
+    drop(hasty);
+
     // The slot is free again.
     assert_eq!(
         c.post(server.url("/v1/detect"))
@@ -507,6 +527,7 @@ fn a_full_queue_is_503_a_slow_request_504_and_shutdown_finishes_what_runs() {
             .status(),
         200
     );
+    wait_in_flight(&c, &server, 0);
     let metrics = c
         .get(server.url("/metrics"))
         .send()
@@ -515,11 +536,9 @@ fn a_full_queue_is_503_a_slow_request_504_and_shutdown_finishes_what_runs() {
         .unwrap();
     for line in [
         "retinaface_requests_total{route=\"/v1/detect\",status=\"503\"} 1",
-        "retinaface_requests_total{route=\"/v1/detect\",status=\"504\"} 1",
-        "retinaface_requests_total{route=\"/v1/detect\",status=\"200\"} 1",
-        "retinaface_images_total 1",
-        "retinaface_faces_total 6",
-        "retinaface_in_flight 0",
+        "retinaface_requests_total{route=\"/v1/detect\",status=\"200\"} 2",
+        "retinaface_images_total 2",
+        "retinaface_faces_total 12",
     ] {
         assert!(metrics.contains(line), "{line} not in\n{metrics}");
     }

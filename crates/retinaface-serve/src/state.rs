@@ -91,13 +91,14 @@ impl AppState {
     ) -> Result<T, ApiError> {
         let (tx, rx) = oneshot::channel();
         let job: Job = Box::new(move |detector| {
-            let _slot = slot;
             if tx.is_closed() {
                 return;
             }
             let answer = retinaface::guard::catch(|| job(detector)).unwrap_or_else(|panic| {
                 Err(ApiError::internal(format!("internal error: {panic}")))
             });
+            // The slot is free once the work is done, before the answer travels.
+            drop(slot);
             let _ = tx.send(answer);
         });
         let sent = match self.jobs.lock() {
