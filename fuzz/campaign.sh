@@ -8,7 +8,7 @@ set -uo pipefail
 cd "$(dirname "$0")"
 RUNS=${RUNS:-1200000}
 BIN=../target/x86_64-unknown-linux-gnu/release
-TARGETS=${*:-image onnx torch_legacy torch_zip safetensors mat wider_predictions wider_ground_truth labels train_config checkpoint}
+TARGETS=${*:-image onnx torch_legacy torch_zip safetensors mat wider_predictions wider_ground_truth labels train_config checkpoint request}
 # The PyTorch targets start from the port's checkpoints in ../shared (weights are not kept in
 # the repository); libFuzzer's -max_len keeps their first 64 KiB.
 SHARED_PTH=../../shared/models/retinaface
