@@ -11,7 +11,11 @@
 #   4. soak: 20,000 requests mixing good JPEGs, undecodable bodies and bodies over
 #      --max-body; resident memory after the first 1,000 and at the end, the server's count of
 #      answers against the requests sent, and /readyz afterwards.
-# Usage: scripts/bench_serve.sh            (env: BIN, DURATION=60s, PORT=18181, OUT=runs/bench_serve)
+#      The oversized bodies go without keep-alive: the server refuses them from their declared
+#      length without reading them and closes the connection, so a client that reused it
+#      would lose its next request before the server saw it.
+# Usage: scripts/bench_serve.sh [load] [overload] [soak]   (default: all three; the folder run
+#        always comes first)   env: BIN, DURATION=60s, PORT=18181, OUT=runs/bench_serve
 # Needs `hey`, `ffmpeg` and `curl` (Debian packages; installed when missing and run as root).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,6 +26,7 @@ PORT=${PORT:-18181}
 OUT=${OUT:-runs/bench_serve}
 SHARED=${SHARED:-../shared}
 URL=http://127.0.0.1:$PORT
+PARTS=" ${*:-load overload soak} "
 
 [ -x "$BIN" ] || { echo "build first: cargo build --release -p retinaface-cli" >&2; exit 1; }
 for tool in hey ffmpeg curl; do
@@ -73,6 +78,7 @@ print(f"{codes.get(200, 0) / seconds:.2f} {lat.get('50', float('nan')):.1f} "
 EOF
 }
 
+if [[ $PARTS == *" load "* ]]; then
 echo "== the server, default settings"
 start_server
 printf '| concurrency | 200/s | p50 ms | p99 ms | 200s | ratio to the folder |\n| --- | --- | --- | --- | --- | --- |\n' > "$OUT/load.md"
@@ -83,7 +89,9 @@ for c in 1 8 64; do
     echo "| $c | $ok | $p50 | $p99 | $n200 | $ratio |" | tee -a "$OUT/load.md"
 done
 stop_server
+fi
 
+if [[ $PARTS == *" overload "* ]]; then
 echo "== overload: --queue 4, concurrency 128"
 start_server --queue 4
 ( while kill -0 "$server_pid" 2>/dev/null; do rss_mb; sleep 0.2; done ) > "$OUT/rss.txt" &
@@ -94,7 +102,9 @@ stop_server
 wait "$sampler" || true
 max_rss=$(sort -g "$OUT/rss.txt" | tail -n 1)
 echo "overload: $ok 200/s, $n200 answered 200, $n503 answered 503, largest RSS $max_rss MB" | tee "$OUT/overload.md"
+fi
 
+if [[ $PARTS == *" soak "* ]]; then
 echo "== soak: 20,000 requests"
 start_server --max-body 2MB
 hey -n 1000 -c 8 -m POST -T image/jpeg -D "$photo" "$URL/v1/detect" > /dev/null
@@ -103,16 +113,30 @@ hey -n 13000 -c 8 -m POST -T image/jpeg -D "$photo" "$URL/v1/detect" > "$OUT/soa
 good=$!
 hey -n 3000 -c 4 -m POST -T image/jpeg -D "$OUT/bad.bin" "$URL/v1/detect" > "$OUT/soak_bad.txt" &
 bad=$!
-hey -n 3000 -c 4 -m POST -T image/jpeg -D "$OUT/oversized.bin" "$URL/v1/detect" > "$OUT/soak_big.txt" &
+hey -n 3000 -c 4 -disable-keepalive -m POST -T image/jpeg -D "$OUT/oversized.bin" "$URL/v1/detect" > "$OUT/soak_big.txt" &
 big=$!
 wait "$good" "$bad" "$big"
 rss_last=$(rss_mb)
-answered=$(curl -s "$URL/metrics" | awk '/^retinaface_requests_total\{route="\/v1\/detect"/ { n += $2 } END { print n }')
+curl -s "$URL/metrics" > "$OUT/soak_metrics.txt"
 ready=$(curl -s -o /dev/null -w '%{http_code}' "$URL/readyz")
 stop_server
-python3 - "$rss_first" "$rss_last" "$answered" "$ready" <<'EOF' | tee "$OUT/soak.md"
-import sys
-first, last, answered, ready = float(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+python3 - "$rss_first" "$rss_last" "$ready" "$OUT" <<'EOF' | tee "$OUT/soak.md"
+import re, sys
+first, last, ready, out = float(sys.argv[1]), float(sys.argv[2]), sys.argv[3], sys.argv[4]
+metrics = open(f"{out}/soak_metrics.txt").read()
+server = {int(s): int(n) for s, n in
+          re.findall(r'retinaface_requests_total\{route="/v1/detect",status="(\d+)"\} (\d+)', metrics)}
+client = {}
+errors = 0
+for name in ("soak_good", "soak_bad", "soak_big"):
+    text = open(f"{out}/{name}.txt").read()
+    for c, n in re.findall(r"\[(\d+)\]\s+(\d+) responses", text):
+        client[int(c)] = client.get(int(c), 0) + int(n)
+    errors += sum(int(n) for n in re.findall(r"\[(\d+)\]\s+(?:Post|Get)", text))
+client[200] = client.get(200, 0) + 1000  # the first 1,000
 print(f"soak: RSS {first:.0f} MB after 1,000 requests, {last:.0f} MB after 20,000 "
-      f"({(last / first - 1) * 100:+.1f} %); {answered} of 20000 answered; /readyz {ready}")
+      f"({(last / first - 1) * 100:+.1f} %); answered by the server: {sum(server.values())} "
+      f"of 20000 {dict(sorted(server.items()))}; received by the client: "
+      f"{dict(sorted(client.items()))} and {errors} connection errors; /readyz {ready}")
 EOF
+fi

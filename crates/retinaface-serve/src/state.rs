@@ -2,9 +2,14 @@
 //! run them.
 //!
 //! A request takes a slot before its body is read; there are `workers + queue` slots, and a
-//! request that finds none is answered 503 at once. Its detection then runs on one of
-//! `workers` threads (the layers inside spread over the machine's cores). So at most
-//! `workers + queue` bodies are held, and at most `workers` images are decoded, at any time.
+//! request that finds none is answered 503 at once. Its work (decoding, detection, encoding)
+//! then runs when one of `workers` threads takes it: a request alone in the server runs its
+//! layers on every core; when others are in flight, each runs on its worker's thread alone,
+//! as `detect` runs a folder, one image per thread (measured with scripts/bench_serve.sh,
+//! 640×480 JPEG, 2 cores, requests/s against `detect` on a folder: splitting every request
+//! over the cores gave 0.86× at concurrency 8, one thread per request 1.09× but a 27 % slower
+//! single request; the choice per request keeps both). So at most `workers + queue` bodies
+//! are held, and at most `workers` images are decoded, at any time.
 
 use crate::error::ApiError;
 use crate::metrics::{Gauges, Metrics};
@@ -38,11 +43,26 @@ impl AppState {
     /// The state with `settings.workers` worker threads started.
     pub fn new(detector: Detector, model: String, settings: Settings) -> Arc<Self> {
         let detector = Arc::new(detector);
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(cores)
+            .thread_name(|k| format!("retinaface-layers-{k}"))
+            .build()
+            .ok()
+            .map(Arc::new);
         let (tx, rx) = mpsc::channel::<Job>();
         let rx = Arc::new(Mutex::new(rx));
         let running = Arc::new(AtomicUsize::new(0));
+        let slots = Arc::new(Semaphore::new(settings.workers + settings.queue));
         for k in 0..settings.workers {
             let (rx, detector, running) = (rx.clone(), detector.clone(), running.clone());
+            let shared = pool.clone();
+            let own = rayon::ThreadPoolBuilder::new()
+                .num_threads(1)
+                .thread_name(move |_| format!("retinaface-worker-{k}-layers"))
+                .build()
+                .ok();
+            let (slots, capacity) = (slots.clone(), settings.workers + settings.queue);
             let spawned = std::thread::Builder::new()
                 .name(format!("retinaface-worker-{k}"))
                 .spawn(move || loop {
@@ -52,8 +72,18 @@ impl AppState {
                         Err(_) => return,
                     };
                     let Ok(job) = job else { return };
-                    running.fetch_add(1, Ordering::SeqCst);
-                    job(&detector);
+                    // Alone: nothing else running and no other slot taken.
+                    let alone = running.fetch_add(1, Ordering::SeqCst) == 0
+                        && slots.available_permits() + 1 >= capacity;
+                    let pool = if alone {
+                        shared.as_deref()
+                    } else {
+                        own.as_ref()
+                    };
+                    match pool {
+                        Some(pool) => pool.install(|| job(&detector)),
+                        None => job(&detector),
+                    }
                     running.fetch_sub(1, Ordering::SeqCst);
                 });
             if let Err(e) = spawned {
@@ -66,7 +96,7 @@ impl AppState {
             metrics: Metrics::default(),
             ready: AtomicBool::new(false),
             model,
-            slots: Arc::new(Semaphore::new(settings.workers + settings.queue)),
+            slots,
             running,
             jobs: Mutex::new(Some(tx)),
             settings,
