@@ -6,7 +6,7 @@
 FROM rust:1-slim-bookworm AS build
 WORKDIR /src
 COPY . .
-RUN cargo build --release -p retinaface-cli --no-default-features --features serve \
+RUN cargo build --release --locked -p retinaface-cli --no-default-features --features serve \
     && strip target/release/retinaface
 
 FROM debian:bookworm-slim
