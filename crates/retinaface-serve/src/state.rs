@@ -87,7 +87,8 @@ impl AppState {
                     running.fetch_sub(1, Ordering::SeqCst);
                 });
             if let Err(e) = spawned {
-                // Fewer workers than asked still serve; none at all is reported by `run`.
+                // Fewer workers than asked still serve; with none, the readiness self-test
+                // fails and `run` reports it.
                 eprintln!("warning: cannot start worker {k}: {e}");
             }
         }
