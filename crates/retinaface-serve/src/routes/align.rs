@@ -1,7 +1,7 @@
 //! `POST /v1/align`: an ArcFace-aligned crop of every face, as base64 PNGs in JSON with their
 //! matrices, or as a ZIP (`Accept: application/zip`: `face_<k>.png` and `faces.json`).
 
-use super::detect::{count, detect_bytes};
+use super::detect::{count, Plan};
 use super::{accept, millis, single, within};
 use crate::error::ApiError;
 use crate::options::Endpoint;
@@ -56,22 +56,13 @@ pub async fn align(State(state): State<Arc<AppState>>, req: Request) -> Result<R
             .is_some_and(|v| v.contains("application/zip"));
         let item = single(a.upload, Endpoint::Align)?;
         let bytes = item.bytes?;
-        let max_pixels = state.settings.max_image_pixels;
-        let (detect_options, protocol) = a.options.detection(0.5, max_pixels)?;
-        let options = a.options;
-        let size = options.size.unwrap_or(112);
+        let size = a.options.size.unwrap_or(112);
+        let plan = Plan::new(a.options, 0.5, state.settings.max_image_pixels)?;
         let (width, height, crops) = state
             .run(a.slot, move |detector| {
-                let (img, faces) = detect_bytes(
-                    detector,
-                    &bytes,
-                    &item.name,
-                    max_pixels,
-                    &detect_options,
-                    &protocol,
-                )?;
+                let (img, faces) = plan.faces(detector, &bytes, &item.name)?;
                 let mut crops = Vec::new();
-                for face in options.select(faces) {
+                for face in plan.options.select(faces) {
                     // `select` may have dropped the landmarks; align with the detected ones.
                     let Some((crop, matrix)) = align::align_face(&img, &face, size) else {
                         continue;

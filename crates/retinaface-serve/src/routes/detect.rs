@@ -29,18 +29,57 @@ pub struct DetectAnswer {
     took_ms: f64,
 }
 
-/// Decode `bytes` and detect; shared by the endpoints.
-pub fn detect_bytes(
-    detector: &Detector,
-    bytes: &[u8],
-    name: &str,
-    max_pixels: u64,
-    options: &DetectOptions,
-    protocol: &Protocol,
-) -> Result<(image::RgbImage, Vec<Face>), ApiError> {
-    let img = retinaface::input::decode_bytes(bytes, Path::new(name), max_pixels)?;
-    let faces = retinaface::tta::detect(detector, &img, options, protocol)?;
-    Ok((img, faces))
+/// What detecting one image of a request takes besides its bytes: the pixel limit, the
+/// library's options and protocol, and the request's own options.
+pub struct Plan {
+    pub max_pixels: u64,
+    pub detect: DetectOptions,
+    pub protocol: Protocol,
+    pub options: Options,
+}
+
+impl Plan {
+    /// The plan of `options`, whose threshold is `default_threshold` unless given.
+    pub fn new(
+        options: Options,
+        default_threshold: f32,
+        max_pixels: u64,
+    ) -> Result<Plan, ApiError> {
+        let (detect, protocol) = options.detection(default_threshold, max_pixels)?;
+        Ok(Plan {
+            max_pixels,
+            detect,
+            protocol,
+            options,
+        })
+    }
+
+    /// Decode `bytes` (`name` in errors) and detect: the image and its faces in score order.
+    pub fn faces(
+        &self,
+        detector: &Detector,
+        bytes: &[u8],
+        name: &str,
+    ) -> Result<(image::RgbImage, Vec<Face>), ApiError> {
+        let img = retinaface::input::decode_bytes(bytes, Path::new(name), self.max_pixels)?;
+        let faces = retinaface::tta::detect(detector, &img, &self.detect, &self.protocol)?;
+        Ok((img, faces))
+    }
+
+    /// One image's answer: its size and the faces the request's options select.
+    pub fn detection(
+        &self,
+        detector: &Detector,
+        bytes: &[u8],
+        name: &str,
+    ) -> Result<Detection, ApiError> {
+        let (img, faces) = self.faces(detector, bytes, name)?;
+        Ok(Detection {
+            width: img.width(),
+            height: img.height(),
+            faces: self.options.select(faces),
+        })
+    }
 }
 
 pub async fn detect(
@@ -52,24 +91,10 @@ pub async fn detect(
         let a = accept(&state, req, Endpoint::Detect).await?;
         let item = single(a.upload, Endpoint::Detect)?;
         let bytes = item.bytes?;
-        let max_pixels = state.settings.max_image_pixels;
-        let (detect_options, protocol) = a.options.detection(0.5, max_pixels)?;
-        let options = a.options;
+        let plan = Plan::new(a.options, 0.5, state.settings.max_image_pixels)?;
         let detection = state
             .run(a.slot, move |detector| {
-                let (img, faces) = detect_bytes(
-                    detector,
-                    &bytes,
-                    &item.name,
-                    max_pixels,
-                    &detect_options,
-                    &protocol,
-                )?;
-                Ok(Detection {
-                    width: img.width(),
-                    height: img.height(),
-                    faces: options.select(faces),
-                })
+                plan.detection(detector, &bytes, &item.name)
             })
             .await?;
         count(&state, 1, detection.faces.len());
@@ -113,31 +138,14 @@ pub async fn batch(
                 items.len()
             )));
         }
-        let max_pixels = state.settings.max_image_pixels;
-        let (detect_options, protocol) = a.options.detection(0.5, max_pixels)?;
-        let options: Options = a.options;
+        let plan = Plan::new(a.options, 0.5, state.settings.max_image_pixels)?;
         let results = state
             .run(a.slot, move |detector| {
                 let results = items
                     .into_iter()
                     .map(|item| {
                         // One image's failure, even a panic, is only its own.
-                        let one = || -> Result<Detection, ApiError> {
-                            let bytes = item.bytes?;
-                            let (img, faces) = detect_bytes(
-                                detector,
-                                &bytes,
-                                &item.name,
-                                max_pixels,
-                                &detect_options,
-                                &protocol,
-                            )?;
-                            Ok(Detection {
-                                width: img.width(),
-                                height: img.height(),
-                                faces: options.select(faces),
-                            })
-                        };
+                        let one = || plan.detection(detector, &item.bytes?, &item.name);
                         let result = retinaface::guard::catch(one).unwrap_or_else(|panic| {
                             Err(ApiError::internal(format!("internal error: {panic}")))
                         });
