@@ -403,6 +403,20 @@ fn align_and_anonymize_answer_crops_and_the_photo() {
         assert_eq!((crop.width(), crop.height()), (112, 112));
         assert_eq!(f["matrix"].as_array().unwrap().len(), 2);
     }
+    // Without landmarks in the answer, every face is still aligned (with its landmarks).
+    let (_, bare) = json(
+        c.post(server.url("/v1/align?landmarks=false"))
+            .header("content-type", "image/jpeg")
+            .body(t1.clone())
+            .send()
+            .unwrap(),
+    );
+    let bare = bare["faces"].as_array().unwrap();
+    assert_eq!(bare.len(), 6);
+    for (b, f) in bare.iter().zip(faces) {
+        assert!(b.get("landmarks").is_none());
+        assert_eq!((&b["crop"], &b["matrix"]), (&f["crop"], &f["matrix"]));
+    }
     // The ZIP: six crops and faces.json.
     let zip = c
         .post(server.url("/v1/align"))

@@ -139,18 +139,29 @@ impl Options {
     }
 
     /// `limit` and `landmarks` applied to faces in score order.
-    pub fn select(&self, mut faces: Vec<Face>) -> Vec<Face> {
+    pub fn select(&self, faces: Vec<Face>) -> Vec<Face> {
+        self.limit_faces(faces)
+            .into_iter()
+            .map(|f| self.shown(f))
+            .collect()
+    }
+
+    /// `limit` applied to faces in score order: the largest first, when given.
+    pub fn limit_faces(&self, mut faces: Vec<Face>) -> Vec<Face> {
         if let Some(limit) = self.limit.filter(|&n| n > 0) {
             // Largest first; a stable sort keeps score order among equal areas.
             faces.sort_by(|a, b| area(b).total_cmp(&area(a)));
             faces.truncate(limit);
         }
-        if self.landmarks == Some(false) {
-            for f in &mut faces {
-                f.landmarks = None;
-            }
-        }
         faces
+    }
+
+    /// A face as answered: without its landmarks when `landmarks` is false.
+    pub fn shown(&self, mut face: Face) -> Face {
+        if self.landmarks == Some(false) {
+            face.landmarks = None;
+        }
+        face
     }
 
     /// The anonymisation options.

@@ -62,12 +62,12 @@ pub async fn align(State(state): State<Arc<AppState>>, req: Request) -> Result<R
             .run(a.slot, move |detector| {
                 let (img, faces) = plan.faces(detector, &bytes, &item.name)?;
                 let mut crops = Vec::new();
-                for face in plan.options.select(faces) {
-                    // `select` may have dropped the landmarks; align with the detected ones.
+                // Aligned with the detected landmarks, answered without them when asked.
+                for face in plan.options.limit_faces(faces) {
                     let Some((crop, matrix)) = align::align_face(&img, &face, size) else {
                         continue;
                     };
-                    crops.push((face, matrix, png(&crop)?));
+                    crops.push((plan.options.shown(face), matrix, png(&crop)?));
                 }
                 Ok((img.width(), img.height(), crops))
             })
