@@ -66,8 +66,7 @@ pub fn check_declared_length(headers: &HeaderMap, max: usize) -> Result<(), ApiE
 
 /// Read a body of at most `max` bytes; a longer one (chunked, or lying about its length) is
 /// 413 as soon as it passes the limit.
-pub async fn read_body(body: Body, max: usize) -> Result<Bytes, ApiError> {
-    let mut body = body;
+pub async fn read_body(mut body: Body, max: usize) -> Result<Bytes, ApiError> {
     let mut out = Vec::new();
     while let Some(frame) = body.frame().await {
         let frame =

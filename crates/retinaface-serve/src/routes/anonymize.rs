@@ -2,7 +2,7 @@
 //! metadata (the library's `anonymize::file`): as the body for raw and multipart requests,
 //! base64 in JSON for JSON ones.
 
-use super::detect::count;
+use super::detect::{count, Plan};
 use super::{accept, millis, single, within};
 use crate::error::ApiError;
 use crate::input::Form;
@@ -28,15 +28,15 @@ pub async fn anonymize(
         let form = a.form;
         let item = single(a.upload, Endpoint::Anonymize)?;
         let bytes = item.bytes?;
-        let max_pixels = state.settings.max_image_pixels;
-        // A missed face leaks, a blurred background does not: 0.3, as the CLI.
-        let (detect_options, protocol) = a.options.detection(0.3, max_pixels)?;
         let mask = a.options.mask()?;
+        // A missed face leaks, a blurred background does not: 0.3, as the CLI.
+        let plan = Plan::new(a.options, 0.3, state.settings.max_image_pixels)?;
         let (encoded, mime, faces) = state
             .run(a.slot, move |detector| {
-                let photo = Photo::decode(&bytes, Path::new(&item.name), max_pixels)?;
+                // Decoded keeping what a faithful re-encoding needs, not as `Plan::faces` does.
+                let photo = Photo::decode(&bytes, Path::new(&item.name), plan.max_pixels)?;
                 let mut img = photo.rgb.clone();
-                let faces = retinaface::tta::detect(detector, &img, &detect_options, &protocol)?;
+                let faces = plan.detect(detector, &img)?;
                 let boxes: Vec<[f32; 4]> = faces.iter().map(|f| f.bbox).collect();
                 retinaface::anonymize::anonymize(&mut img, &boxes, &mask);
                 let mime = photo.format().to_mime_type();

@@ -62,8 +62,22 @@ impl Plan {
         name: &str,
     ) -> Result<(image::RgbImage, Vec<Face>), ApiError> {
         let img = retinaface::input::decode_bytes(bytes, Path::new(name), self.max_pixels)?;
-        let faces = retinaface::tta::detect(detector, &img, &self.detect, &self.protocol)?;
+        let faces = self.detect(detector, &img)?;
         Ok((img, faces))
+    }
+
+    /// The faces of an image already decoded, in score order.
+    pub fn detect(
+        &self,
+        detector: &Detector,
+        img: &image::RgbImage,
+    ) -> Result<Vec<Face>, ApiError> {
+        Ok(retinaface::tta::detect(
+            detector,
+            img,
+            &self.detect,
+            &self.protocol,
+        )?)
     }
 
     /// One image's answer: its size and the faces the request's options select.
