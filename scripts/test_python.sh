@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# The Python package's tests: build the wheel (maturin, release), install it in a fresh venv
+# with the test dependencies (pytest, Pillow, Ray Data), run pytest against the CLI's results.
+# Needs ../shared beside the checkout; the venv lives in target/python-test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+venv=target/python-test
+rm -rf "$venv" target/wheels
+python3 -m venv "$venv"
+"$venv/bin/pip" install -q --upgrade pip
+"$venv/bin/pip" install -q "maturin>=1.9.4,<2" pytest pytest-timeout pillow "ray[data]>=2.51" pyarrow ruff
+
+# The reference the tests compare with: the CLI (the debug build `cargo test` made).
+cargo build -q -p retinaface-cli
+export RETINAFACE_BIN="$PWD/target/debug/retinaface"
+
+"$venv/bin/maturin" build -q -m crates/retinaface-py/Cargo.toml -o target/wheels
+wheel=$(ls target/wheels/retinaface_rs-*.whl)
+echo "wheel: $wheel ($(du -h "$wheel" | cut -f1))"
+"$venv/bin/pip" install -q "$wheel"
+
+"$venv/bin/ruff" check crates/retinaface-py/python crates/retinaface-py/tests examples scripts/bench_python.py
+# From the package's folder (its pytest settings); the installed wheel is what is imported.
+cd crates/retinaface-py
+RAY_AUTH_MODE=disabled ../../"$venv/bin/python" -m pytest -q -p no:cacheprovider tests
