@@ -139,6 +139,15 @@ pub fn from_array(array: &Bound<'_, PyUntypedArray>, color: Color) -> PyResult<R
         Color::Rgb => (0, 2),
         Color::Bgr => (2, 0),
     };
+    if let (Some(all), 3) = (view.as_slice(), c) {
+        // The common case, a contiguous RGB or BGR array: one copy.
+        let mut pixels = all.to_vec();
+        if color == Color::Bgr {
+            pixels.chunks_exact_mut(3).for_each(|px| px.swap(0, 2));
+        }
+        return RgbImage::from_raw(width, height, pixels)
+            .ok_or_else(|| PyValueError::new_err("image array: inconsistent size"));
+    }
     let mut pixels = Vec::with_capacity(h * w * 3);
     let mut push = |px: &[u8]| match c {
         1 => pixels.extend_from_slice(&[px[0], px[0], px[0]]),
