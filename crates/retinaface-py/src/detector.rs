@@ -15,10 +15,7 @@ use std::sync::{Arc, Mutex};
 /// Idle pools kept for reuse, at most (one per call that ran at the same time as others).
 const KEPT_POOLS: usize = 64;
 
-/// A face detector: the model, the options of every call, and a pool of worker threads.
-///
-/// Detector(model=None, threshold=0.5, nms=0.4, threads=None, tta=False, max_side=2000,
-///          max_image_pixels=100_000_000)
+/// A face detector: the model, the options of every call, and its worker threads.
 ///
 ///   model: a weights file `retinaface detect --model` takes (ONNX, PyTorch .pth,
 ///     safetensors); None for the embedded MobileNet-0.25 model (nothing is downloaded).
@@ -50,6 +47,9 @@ pub struct Detector {
 #[pymethods]
 impl Detector {
     #[new]
+    #[pyo3(
+        text_signature = "(model=None, threshold=0.5, nms=0.4, threads=None, tta=False, max_side=2000, max_image_pixels=100000000)"
+    )]
     // Python's keyword arguments, one per option.
     #[allow(clippy::too_many_arguments)]
     #[pyo3(signature = (model=None, threshold=0.5, nms=0.4, threads=None, tta=false, max_side=Some(retinaface::detector::DEFAULT_MAX_SIDE), max_image_pixels=retinaface::input::DEFAULT_MAX_PIXELS))]
@@ -112,9 +112,7 @@ impl Detector {
         Ok(detector)
     }
 
-    /// detect(image, color="rgb") -> Faces
-    ///
-    /// Detect the faces in one image: a uint8 array (H, W, 3) (also (H, W), (H, W, 1) and
+    /// Detect the faces in one image, returned as a `Faces` result. The image: a uint8 array (H, W, 3) (also (H, W), (H, W, 1) and
     /// (H, W, 4), alpha ignored; any strides), an object numpy converts to one (a PIL
     /// image), a path, or the bytes of an encoded image (JPEG, PNG, WebP, BMP, TIFF; EXIF
     /// orientation applied). `color="bgr"` reads arrays in OpenCV's order.
@@ -130,11 +128,9 @@ impl Detector {
         result
     }
 
-    /// detect_batch(images, color="rgb") -> list[Faces]
-    ///
     /// Detect in a list of images (each anything `detect` takes), in parallel on the
-    /// detector's threads, one image per thread. Results are in the order of `images`; the
-    /// first image that fails raises its error, prefixed with its index.
+    /// detector's threads, one image per thread: a list of `Faces` in the order of
+    /// `images`. The first image that fails raises its error, prefixed with its index.
     #[pyo3(signature = (images, color="rgb"))]
     fn detect_batch(
         &self,

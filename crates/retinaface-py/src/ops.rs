@@ -10,8 +10,6 @@ use pyo3::prelude::*;
 use retinaface::anonymize::{self as mask, Mode, Shape};
 use retinaface::{align as engine_align, Face};
 
-/// align(image, landmarks, size=112, color="rgb", return_transforms=False)
-///
 /// ArcFace-aligned crops (InsightFace's `norm_crop`): the similarity transform that takes
 /// each face's five landmarks onto the ArcFace template scaled to `size`, and a bilinear warp
 /// with a black border, exactly as `retinaface align` writes them.
@@ -83,8 +81,6 @@ pub fn align<'py>(
     }
 }
 
-/// anonymize(image, faces, mode="blur", shape="ellipse", scale=1.3, color="rgb")
-///
 /// A copy of the image with every face hidden, every other pixel unchanged (as
 /// `retinaface anonymize`).
 ///

@@ -24,6 +24,7 @@ pub mod engine;
 pub mod error;
 pub mod guard;
 pub mod input;
+pub mod mesh;
 pub mod model;
 pub mod post;
 pub mod tta;
