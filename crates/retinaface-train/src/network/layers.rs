@@ -537,6 +537,10 @@ pub(crate) fn values<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>, WeightsEr
         .map_err(|e| WeightsError::Mismatch(format!("reading a tensor back: {e:?}")))
 }
 
-fn take(tensors: &NamedTensors, name: &str, shape: &[usize]) -> Result<Vec<f32>, WeightsError> {
+pub(crate) fn take(
+    tensors: &NamedTensors,
+    name: &str,
+    shape: &[usize],
+) -> Result<Vec<f32>, WeightsError> {
     retinaface::model::take(tensors, name, shape).map(|t| t.data.clone())
 }

@@ -7,6 +7,7 @@ mod deform;
 mod export;
 mod interpreter;
 mod layers;
+mod mesh;
 
 pub use calibrate::{calibrate_batch_norm, calibrated_tensors};
 pub use deform::deform_conv2d;
@@ -16,6 +17,7 @@ pub use layers::{
     record_batch_norm_inputs, record_layer_inputs, tensor, BnMode, ChannelStats, ConvBn,
     LayerBuilder, BN_EPS,
 };
+pub use mesh::MeshDecoder;
 
 use burn::module::Module;
 use burn::tensor::{Device, Tensor};

@@ -3,6 +3,7 @@
 //! through, and the Chebyshev graph convolution on each level's scaled Laplacian.
 
 pub mod chebyshev;
+pub mod decoder;
 pub mod hierarchy;
 pub mod topology;
 

@@ -1,0 +1,257 @@
+//! The mesh decoder of the dense regression branch (SPEC §1.7, COMA's decoder): a
+//! per-face code P_ST → a fully connected layer to the coarsest level's features → for
+//! each finer level, up-sampling and a Chebyshev convolution with ELU → a last Chebyshev
+//! convolution to six values per vertex: the offset of its position from the canonical
+//! face (x, y, z, cm) and its colour less mid-grey (r, g, b). Zero output is the canonical
+//! face in grey.
+//!
+//! The layers are described here once ([`DecoderSpec::layers`]); the engine runs them with
+//! [`MeshDecoder`], the trainer instantiates the same list on burn tensors.
+
+use super::chebyshev::{scaled_laplacian, ChebConv, Sparse};
+use super::hierarchy::Hierarchy;
+use crate::weights::{NamedTensors, WeightsError};
+
+/// The prefix of the decoder's tensors in a weights file.
+pub const PREFIX: &str = "mesh_decoder";
+
+/// Values per output vertex: position offset and colour.
+pub const OUTPUTS: usize = 6;
+
+/// The decoder's sizes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecoderSpec {
+    /// The length of P_ST.
+    pub latent: usize,
+    /// Channels per level, finest first (one per level of the hierarchy).
+    pub channels: Vec<usize>,
+    /// The Chebyshev order K.
+    pub order: usize,
+}
+
+impl Default for DecoderSpec {
+    /// SPEC §1.7: a 128-long code, K = 6; channels 16, 32, 64 on the 468-, 117- and
+    /// 30-vertex levels.
+    fn default() -> Self {
+        DecoderSpec {
+            latent: 128,
+            channels: vec![16, 32, 64],
+            order: 6,
+        }
+    }
+}
+
+/// One layer of the description: its name (without the prefix) and weight and bias shapes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LayerShape {
+    pub name: String,
+    pub weight: Vec<usize>,
+    pub bias: Vec<usize>,
+}
+
+impl DecoderSpec {
+    /// The layers in order: `fc` (weight `[out, in]`, PyTorch's Linear layout), then
+    /// `cheb{i}` (weight `[K, in, out]`) from the coarsest up-sampled level to the output.
+    pub fn layers(&self, hierarchy: &Hierarchy) -> Vec<LayerShape> {
+        let levels = self.channels.len();
+        let coarsest = hierarchy.levels[levels - 1].len();
+        let mut layers = vec![LayerShape {
+            name: "fc".into(),
+            weight: vec![coarsest * self.channels[levels - 1], self.latent],
+            bias: vec![coarsest * self.channels[levels - 1]],
+        }];
+        // Up-sampled to level l, then a convolution to that level's channels.
+        for l in (0..levels - 1).rev() {
+            layers.push(LayerShape {
+                name: format!("cheb{}", layers.len() - 1),
+                weight: vec![self.order, self.channels[l + 1], self.channels[l]],
+                bias: vec![self.channels[l]],
+            });
+        }
+        layers.push(LayerShape {
+            name: format!("cheb{}", layers.len() - 1),
+            weight: vec![self.order, self.channels[0], OUTPUTS],
+            bias: vec![OUTPUTS],
+        });
+        layers
+    }
+
+    /// Check the sizes against a hierarchy.
+    pub fn validate(&self, hierarchy: &Hierarchy) -> Result<(), String> {
+        if self.channels.len() != hierarchy.levels.len() {
+            return Err(format!(
+                "{} channel counts for a hierarchy of {} levels",
+                self.channels.len(),
+                hierarchy.levels.len()
+            ));
+        }
+        if self.latent == 0 || self.order == 0 || self.channels.contains(&0) {
+            return Err(
+                "the code length, the order and every channel count must be positive".into(),
+            );
+        }
+        Ok(())
+    }
+}
+
+/// The decoder with its weights, on the canonical face's hierarchy.
+#[derive(Debug, Clone)]
+pub struct MeshDecoder {
+    spec: DecoderSpec,
+    hierarchy: &'static Hierarchy,
+    laplacians: Vec<Sparse>,
+    fc_weight: Vec<f32>,
+    fc_bias: Vec<f32>,
+    convs: Vec<ChebConv>,
+}
+
+impl MeshDecoder {
+    /// The decoder of `spec` from `tensors` (named `mesh_decoder.<layer>.weight` / `.bias`).
+    pub fn new(spec: &DecoderSpec, tensors: &NamedTensors) -> Result<Self, WeightsError> {
+        let hierarchy = Hierarchy::canonical();
+        spec.validate(hierarchy).map_err(WeightsError::Mismatch)?;
+        let take = |name: &str, shape: &[usize]| -> Result<Vec<f32>, WeightsError> {
+            crate::model::take(tensors, &format!("{PREFIX}.{name}"), shape).map(|t| t.data.clone())
+        };
+        let layers = spec.layers(hierarchy);
+        let fc = &layers[0];
+        let fc_weight = take(&format!("{}.weight", fc.name), &fc.weight)?;
+        let fc_bias = take(&format!("{}.bias", fc.name), &fc.bias)?;
+        let convs = layers[1..]
+            .iter()
+            .map(|l| {
+                Ok(ChebConv {
+                    order: l.weight[0],
+                    inputs: l.weight[1],
+                    outputs: l.weight[2],
+                    weight: take(&format!("{}.weight", l.name), &l.weight)?,
+                    bias: take(&format!("{}.bias", l.name), &l.bias)?,
+                })
+            })
+            .collect::<Result<Vec<_>, WeightsError>>()?;
+        let laplacians = hierarchy
+            .levels
+            .iter()
+            .map(|m| scaled_laplacian(&m.adjacency()).0)
+            .collect();
+        Ok(MeshDecoder {
+            spec: spec.clone(),
+            hierarchy,
+            laplacians,
+            fc_weight,
+            fc_bias,
+            convs,
+        })
+    }
+
+    /// The sizes.
+    pub fn spec(&self) -> &DecoderSpec {
+        &self.spec
+    }
+
+    /// Decode one code (`spec.latent` values) to 468 × 6 raw outputs, vertex-major.
+    pub fn decode(&self, code: &[f32]) -> Vec<f32> {
+        let levels = self.spec.channels.len();
+        // Fully connected: x = W·code + b, read as (vertices × channels).
+        let mut x: Vec<f32> = self
+            .fc_weight
+            .chunks_exact(self.spec.latent)
+            .zip(&self.fc_bias)
+            .map(|(row, b)| b + row.iter().zip(code).map(|(w, c)| w * c).sum::<f32>())
+            .collect();
+        let mut channels = self.spec.channels[levels - 1];
+        for (i, conv) in self.convs.iter().enumerate() {
+            let last = i + 1 == self.convs.len();
+            let level = levels.saturating_sub(2 + i);
+            if !last {
+                x = self.hierarchy.upsample(level, &x, channels);
+            }
+            x = conv.forward(&self.laplacians[if last { 0 } else { level }], &x);
+            if !last {
+                x.iter_mut().for_each(|v| *v = elu(*v));
+            }
+            channels = conv.outputs;
+        }
+        x
+    }
+}
+
+/// ELU with α = 1.
+pub fn elu(v: f32) -> f32 {
+    if v > 0.0 {
+        v
+    } else {
+        v.exp_m1()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::weights::Tensor;
+
+    /// Deterministic small weights for every layer of `spec`.
+    pub fn weights(spec: &DecoderSpec, scale: f32) -> NamedTensors {
+        let mut tensors = NamedTensors::new();
+        let mut seed = 1u64;
+        let mut value = || {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((seed >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * scale
+        };
+        for l in spec.layers(Hierarchy::canonical()) {
+            for (suffix, shape) in [("weight", &l.weight), ("bias", &l.bias)] {
+                let data = (0..shape.iter().product::<usize>())
+                    .map(|_| value())
+                    .collect();
+                tensors.insert(
+                    format!("{PREFIX}.{}.{suffix}", l.name),
+                    Tensor::new(shape.clone(), data),
+                );
+            }
+        }
+        tensors
+    }
+
+    #[test]
+    fn the_decoder_gives_six_values_per_canonical_vertex() {
+        let spec = DecoderSpec::default();
+        let layers = spec.layers(Hierarchy::canonical());
+        let names: Vec<&str> = layers.iter().map(|l| l.name.as_str()).collect();
+        assert_eq!(names, ["fc", "cheb0", "cheb1", "cheb2"]);
+        assert_eq!(layers[0].weight, [30 * 64, 128]);
+        assert_eq!(layers[1].weight, [6, 64, 32]);
+        assert_eq!(layers[3].weight, [6, 16, 6]);
+        let decoder = MeshDecoder::new(&spec, &weights(&spec, 0.2)).unwrap();
+        let out = decoder.decode(&[0.5; 128]);
+        assert_eq!(out.len(), 468 * OUTPUTS);
+        assert!(out.iter().all(|v| v.is_finite()));
+        // Different codes, different meshes.
+        assert_ne!(out, decoder.decode(&[-0.5; 128]));
+    }
+
+    #[test]
+    fn missing_or_misshapen_weights_are_named() {
+        let spec = DecoderSpec::default();
+        let mut tensors = weights(&spec, 0.1);
+        tensors.remove("mesh_decoder.cheb1.bias");
+        let e = MeshDecoder::new(&spec, &tensors).unwrap_err().to_string();
+        assert!(e.contains("mesh_decoder.cheb1.bias"), "{e}");
+        let mut tensors = weights(&spec, 0.1);
+        tensors.insert(
+            "mesh_decoder.fc.bias".into(),
+            Tensor::new(vec![3], vec![0.0; 3]),
+        );
+        let e = MeshDecoder::new(&spec, &tensors).unwrap_err().to_string();
+        assert!(
+            e.contains("mesh_decoder.fc.bias") && e.contains("[1920]"),
+            "{e}"
+        );
+        let bad = DecoderSpec {
+            channels: vec![8, 8],
+            ..spec
+        };
+        assert!(MeshDecoder::new(&bad, &weights(&DecoderSpec::default(), 0.1)).is_err());
+    }
+}
