@@ -17,4 +17,5 @@ pub mod data;
 pub mod loss;
 pub mod matching;
 pub mod memory;
+pub mod render;
 pub mod trainer;

@@ -1,0 +1,235 @@
+//! The renderer: exact pixels and barycentric weights on a hand-made triangle, the canonical
+//! face framed by the default camera, and gradients against finite differences.
+
+use burn::tensor::{Device, Tensor, TensorData};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use retinaface::mesh::Mesh;
+use retinaface_train::render::raster::Fragment;
+use retinaface_train::render::Renderer;
+
+fn host<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+    t.into_data()
+        .convert::<f32>()
+        .try_to_vec()
+        .unwrap_or_default()
+}
+
+fn tensor<const D: usize>(data: Vec<f32>, shape: Vec<usize>, device: &Device) -> Tensor<D> {
+    Tensor::from_data(TensorData::new(data, shape), device)
+}
+
+#[test]
+fn a_triangle_with_primary_colours_renders_its_barycentric_weights() {
+    let device = Device::flex();
+    let mesh = Mesh {
+        vertices: vec![[0.0; 3]; 3],
+        triangles: vec![[0, 1, 2]],
+    };
+    let renderer = Renderer::new(&mesh, 12, &device);
+    // Screen corners (x, y, depth) and red, green, blue corners.
+    let corners = [[1.5f32, 2.0, 1.0], [10.0, 3.0, 1.0], [4.0, 11.0, 1.0]];
+    let screen = tensor(
+        corners.iter().flatten().copied().collect(),
+        vec![1, 3, 3],
+        &device,
+    );
+    let colours = tensor(
+        vec![1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0],
+        vec![1, 3, 3],
+        &device,
+    );
+    let drawn = renderer.draw(screen, colours);
+    let got = host(drawn.colours);
+    let mut expected_pixels = Vec::new();
+    for y in 0..12 {
+        for x in 0..12 {
+            let p = [x as f32 + 0.5, y as f32 + 0.5];
+            let [a, b, c] = corners.map(|q| [q[0], q[1]]);
+            let area = (b[0] - a[0]) * (c[1] - a[1]) - (b[1] - a[1]) * (c[0] - a[0]);
+            let w = |u: [f32; 2], v: [f32; 2]| {
+                ((u[0] - p[0]) * (v[1] - p[1]) - (u[1] - p[1]) * (v[0] - p[0])) / area
+            };
+            let weights = [w(b, c), w(c, a), w(a, b)];
+            if weights.iter().all(|&v| v >= 0.0) {
+                expected_pixels.push((y * 12 + x, weights));
+            }
+        }
+    }
+    assert_eq!(drawn.fragments.len(), expected_pixels.len());
+    assert!(expected_pixels.len() > 30);
+    for ((f, rgb), (pixel, weights)) in drawn
+        .fragments
+        .iter()
+        .zip(got.chunks_exact(3))
+        .zip(&expected_pixels)
+    {
+        assert_eq!((f.pixel, f.triangle, f.image), (*pixel as u32, 0, 0));
+        for (a, b) in rgb.iter().zip(weights) {
+            assert!(
+                (a - b).abs() < 1e-6,
+                "pixel {pixel}: {rgb:?} vs {weights:?}"
+            );
+        }
+        assert!((rgb.iter().sum::<f32>() - 1.0).abs() < 1e-6);
+    }
+}
+
+#[test]
+fn the_default_camera_frames_a_frontal_lit_face() {
+    let device = Device::flex();
+    let mesh = Mesh::canonical();
+    let renderer = Renderer::new(mesh, 64, &device);
+    let vertices = tensor(
+        mesh.vertices.iter().flatten().copied().collect(),
+        vec![1, 468, 3],
+        &device,
+    );
+    let albedo = Tensor::<3>::ones([1, 468, 3], &device) * 0.5;
+    let rendering = renderer.render(
+        vertices.clone(),
+        albedo,
+        Tensor::zeros([1, 7], &device),
+        Tensor::zeros([1, 9], &device),
+    );
+    let rows: Vec<u32> = rendering.fragments.iter().map(|f| f.pixel / 64).collect();
+    let cols: Vec<u32> = rendering.fragments.iter().map(|f| f.pixel % 64).collect();
+    let (top, bottom) = (rows.iter().min().unwrap(), rows.iter().max().unwrap());
+    let (left, right) = (cols.iter().min().unwrap(), cols.iter().max().unwrap());
+    // 90 % of the height at the nominal distance; the nose, nearer, makes it a little more.
+    let height = bottom - top + 1;
+    assert!((55..=62).contains(&height), "face height {height} of 64");
+    assert!(((left + right) as i32 - 63).abs() <= 2 && ((top + bottom) as i32 - 63).abs() <= 6);
+    // Lit from the camera: every visible pixel between the ambient term and full light.
+    let colours = host(rendering.colours);
+    assert!(colours.iter().all(|&c| (0.25..=0.5 + 1e-6).contains(&c)));
+    // Normals face the camera (camera space: toward −z) over most of the face, and the nose
+    // tip's points at it, tilted down a little.
+    let (points, _) = renderer.to_camera(vertices, Tensor::zeros([1, 7], &device));
+    let normals = host(renderer.normals(points));
+    let facing = normals.chunks_exact(3).filter(|n| n[2] < 0.0).count();
+    assert!(facing > 440, "{facing} of 468 normals face the camera");
+    assert!(
+        normals[3 + 2] < -0.9,
+        "nose tip normal {:?}",
+        &normals[3..6]
+    );
+}
+
+/// Σ r · colour over `fragments`, for parameters given as host vectors.
+struct Problem {
+    renderer: Renderer,
+    fragments: Vec<Fragment>,
+    weights: Vec<f32>,
+}
+
+impl Problem {
+    fn loss(&self, p: &[Vec<f32>; 4], device: &Device) -> Tensor<1> {
+        let m = p[2].len() / 7;
+        let v = tensor(p[0].clone(), vec![m, 468, 3], device);
+        let albedo = tensor(p[1].clone(), vec![m, 468, 3], device);
+        let camera = tensor(p[2].clone(), vec![m, 7], device);
+        let light = tensor(p[3].clone(), vec![m, 9], device);
+        self.loss_of(v, albedo, camera, light)
+    }
+
+    fn loss_of(
+        &self,
+        v: Tensor<3>,
+        albedo: Tensor<3>,
+        camera: Tensor<2>,
+        light: Tensor<2>,
+    ) -> Tensor<1> {
+        let device = v.device();
+        let (points, focal) = self.renderer.to_camera(v, camera);
+        let screen = self.renderer.project(points.clone(), focal);
+        let colours = self.renderer.shade(points, albedo, light);
+        let drawn = self.renderer.interpolate(screen, colours, &self.fragments);
+        let r = tensor(self.weights.clone(), vec![self.fragments.len(), 3], &device);
+        (drawn * r).sum()
+    }
+}
+
+#[test]
+fn gradients_match_finite_differences() {
+    let device = Device::flex().autodiff();
+    let mut rng = ChaCha8Rng::seed_from_u64(3);
+    let mesh = Mesh::canonical();
+    let renderer = Renderer::new(mesh, 32, &device);
+    // Two renderings: a face turned and shifted a little, lit from the side; its mesh
+    // and albedo perturbed.
+    let m = 2;
+    let mut params: [Vec<f32>; 4] = [
+        (0..m)
+            .flat_map(|_| mesh.vertices.iter().flatten().copied().collect::<Vec<_>>())
+            .map(|v| v + rng.random_range(-0.2..0.2))
+            .collect(),
+        (0..m * 468 * 3)
+            .map(|_| rng.random_range(0.3..0.7))
+            .collect(),
+        vec![
+            0.1, -0.05, 0.2, 0.1, -0.2, 0.05, 0.1, -0.1, 0.05, -0.3, -0.1, 0.15, 0.05, -0.05,
+        ],
+        vec![
+            2.0, -1.0, 0.5, 0.1, 0.0, -0.1, 0.0, 0.1, 0.0, //
+            -1.5, 1.0, 0.0, 0.0, 0.2, 0.0, -0.1, 0.0, 0.1,
+        ],
+    ];
+    let first = renderer.render(
+        tensor(params[0].clone(), vec![m, 468, 3], &device),
+        tensor(params[1].clone(), vec![m, 468, 3], &device),
+        tensor(params[2].clone(), vec![m, 7], &device),
+        tensor(params[3].clone(), vec![m, 9], &device),
+    );
+    assert!(first.fragments.iter().any(|f| f.image == 1) && first.fragments.len() > 800);
+    let weights = (0..first.fragments.len() * 3)
+        .map(|_| rng.random_range(-1.0..1.0))
+        .collect();
+    let problem = Problem {
+        renderer,
+        fragments: first.fragments,
+        weights,
+    };
+
+    let shapes = [vec![m, 468, 3], vec![m, 468, 3], vec![m, 7], vec![m, 9]];
+    let v = tensor::<3>(params[0].clone(), shapes[0].clone(), &device).require_grad();
+    let a = tensor::<3>(params[1].clone(), shapes[1].clone(), &device).require_grad();
+    let c = tensor::<2>(params[2].clone(), shapes[2].clone(), &device).require_grad();
+    let l = tensor::<2>(params[3].clone(), shapes[3].clone(), &device).require_grad();
+    let grads = problem
+        .loss_of(v.clone(), a.clone(), c.clone(), l.clone())
+        .backward();
+    let analytic = [
+        host(v.grad(&grads).unwrap()),
+        host(a.grad(&grads).unwrap()),
+        host(c.grad(&grads).unwrap()),
+        host(l.grad(&grads).unwrap()),
+    ];
+    let names = ["vertex positions", "colours", "camera", "light"];
+    for (k, name) in names.iter().enumerate() {
+        let g = &analytic[k];
+        let scale = g.iter().fold(0f32, |s, x| s.max(x.abs()));
+        assert!(scale > 0.0, "{name}: no gradient");
+        // The entries with the largest gradients (all of them for camera and light).
+        let mut order: Vec<usize> = (0..g.len()).collect();
+        order.sort_by(|&i, &j| g[j].abs().total_cmp(&g[i].abs()));
+        // Colours enter linearly; positions, camera and light through thin triangles'
+        // barycentric weights and normals, curved at the centimetre scale.
+        let h = if k == 1 { 0.05 } else { 1e-3 };
+        for &i in order.iter().take(12) {
+            let original = params[k][i];
+            params[k][i] = original + h;
+            let up = host(problem.loss(&params, &device))[0];
+            params[k][i] = original - h;
+            let down = host(problem.loss(&params, &device))[0];
+            params[k][i] = original;
+            let fd = (up - down) / (2.0 * h);
+            let error = (fd - g[i]).abs() / g[i].abs().max(fd.abs()).max(1e-2 * scale);
+            assert!(
+                error < 1e-2,
+                "{name}[{i}]: autodiff {} vs finite differences {fd}",
+                g[i]
+            );
+        }
+    }
+}
