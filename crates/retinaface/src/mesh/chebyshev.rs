@@ -49,16 +49,7 @@ pub fn largest_eigenvalue(adjacency: &[Vec<u32>]) -> f64 {
     if n == 0 {
         return 0.0;
     }
-    let inv_sqrt: Vec<f64> = adjacency
-        .iter()
-        .map(|a| {
-            if a.is_empty() {
-                0.0
-            } else {
-                1.0 / (a.len() as f64).sqrt()
-            }
-        })
-        .collect();
+    let inv_sqrt = inverse_sqrt_degrees(adjacency);
     let apply = |x: &[f64]| -> Vec<f64> {
         (0..n)
             .map(|i| {
@@ -96,11 +87,9 @@ pub fn largest_eigenvalue(adjacency: &[Vec<u32>]) -> f64 {
     lambda
 }
 
-/// L̃ = 2L/λmax − I of a graph, with λmax.
-pub fn scaled_laplacian(adjacency: &[Vec<u32>]) -> (Sparse, f64) {
-    let lambda = largest_eigenvalue(adjacency);
-    let scale = if lambda > 0.0 { 2.0 / lambda } else { 0.0 };
-    let inv_sqrt: Vec<f64> = adjacency
+/// D^(−1/2) of a graph: 1/√degree per vertex, 0 for an isolated one.
+fn inverse_sqrt_degrees(adjacency: &[Vec<u32>]) -> Vec<f64> {
+    adjacency
         .iter()
         .map(|a| {
             if a.is_empty() {
@@ -109,7 +98,14 @@ pub fn scaled_laplacian(adjacency: &[Vec<u32>]) -> (Sparse, f64) {
                 1.0 / (a.len() as f64).sqrt()
             }
         })
-        .collect();
+        .collect()
+}
+
+/// L̃ = 2L/λmax − I of a graph, with λmax.
+pub fn scaled_laplacian(adjacency: &[Vec<u32>]) -> (Sparse, f64) {
+    let lambda = largest_eigenvalue(adjacency);
+    let scale = if lambda > 0.0 { 2.0 / lambda } else { 0.0 };
+    let inv_sqrt = inverse_sqrt_degrees(adjacency);
     let mut m = Sparse {
         n: adjacency.len(),
         row_start: vec![0],
