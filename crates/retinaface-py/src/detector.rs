@@ -197,6 +197,30 @@ impl Detector {
         self.engine.config().has_landmarks()
     }
 
+    /// Pickling (Ray, multiprocessing, Spark): the arguments that build an equal detector;
+    /// the weights are loaded again where it is unpickled.
+    #[allow(clippy::type_complexity)]
+    fn __reduce__<'py>(
+        slf: &Bound<'py, Self>,
+    ) -> (
+        Bound<'py, pyo3::types::PyType>,
+        (Option<PathBuf>, f32, f32, usize, bool, Option<u32>, u64),
+    ) {
+        let d = slf.get();
+        (
+            slf.get_type(),
+            (
+                d.model.clone(),
+                d.options.threshold,
+                d.options.nms,
+                d.threads,
+                d.tta(),
+                d.options.max_side,
+                d.options.max_image_pixels,
+            ),
+        )
+    }
+
     fn __repr__(&self) -> String {
         format!(
             "Detector(model={}, threshold={}, nms={}, threads={}, tta={})",

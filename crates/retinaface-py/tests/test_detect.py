@@ -153,6 +153,15 @@ def test_options_and_models(data, t1_rgb):
     )
 
 
+def test_detectors_pickle(t1_rgb):
+    import pickle
+
+    strict = rf.Detector(threshold=0.9, threads=1, max_side=None)
+    copy = pickle.loads(pickle.dumps(strict))
+    assert repr(copy) == repr(strict)
+    np.testing.assert_array_equal(copy.detect(t1_rgb).boxes, strict.detect(t1_rgb).boxes)
+
+
 def test_records(detector):
     faces = detector.detect(T1)
     records = faces.to_list()
