@@ -111,11 +111,7 @@ pub struct RangeReport {
 impl RangeReport {
     /// The report of one setting.
     pub fn get(&self, setting: Setting) -> &RangeSettingReport {
-        match setting {
-            Setting::Easy => &self.easy,
-            Setting::Medium => &self.medium,
-            Setting::Hard => &self.hard,
-        }
+        setting.pick(&self.easy, &self.medium, &self.hard)
     }
 
     /// One line of compact JSON.

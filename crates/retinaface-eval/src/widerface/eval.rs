@@ -162,11 +162,7 @@ pub struct EvalReport {
 impl EvalReport {
     /// The report of one setting.
     pub fn get(&self, setting: Setting) -> &SettingReport {
-        match setting {
-            Setting::Easy => &self.easy,
-            Setting::Medium => &self.medium,
-            Setting::Hard => &self.hard,
-        }
+        setting.pick(&self.easy, &self.medium, &self.hard)
     }
 
     /// One line of compact JSON: `{"easy":{"ap":…,"faces":…,"images":…},"medium":…,"hard":…}`.

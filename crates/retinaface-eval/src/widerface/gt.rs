@@ -20,11 +20,7 @@ pub struct SettingLists {
 impl SettingLists {
     /// The list of one setting.
     pub fn get(&self, setting: Setting) -> &[usize] {
-        match setting {
-            Setting::Easy => &self.easy,
-            Setting::Medium => &self.medium,
-            Setting::Hard => &self.hard,
-        }
+        setting.pick(&self.easy, &self.medium, &self.hard)
     }
 
     /// The list of one setting, mutably.

@@ -48,6 +48,15 @@ impl Setting {
     /// The settings in report order.
     pub const ALL: [Setting; 3] = [Setting::Easy, Setting::Medium, Setting::Hard];
 
+    /// The one of three per-setting values that belongs to this setting.
+    pub fn pick<'a, T: ?Sized>(self, easy: &'a T, medium: &'a T, hard: &'a T) -> &'a T {
+        match self {
+            Setting::Easy => easy,
+            Setting::Medium => medium,
+            Setting::Hard => hard,
+        }
+    }
+
     /// `"easy"`, `"medium"` or `"hard"`.
     pub fn name(self) -> &'static str {
         match self {
