@@ -39,6 +39,68 @@ impl Faces {
 
 #[pymethods]
 impl Faces {
+    /// Faces(boxes, scores, landmarks=None, width=0, height=0): a result built from its
+    /// arrays (what pickling does), e.g. to pass other detections to `align` or `anonymize`.
+    #[new]
+    #[pyo3(signature = (boxes, scores, landmarks=None, width=0, height=0))]
+    fn py_new(
+        boxes: Vec<[f32; 4]>,
+        scores: Vec<f32>,
+        landmarks: Option<Vec<[[f32; 2]; 5]>>,
+        width: u32,
+        height: u32,
+    ) -> PyResult<Faces> {
+        let n = boxes.len();
+        if scores.len() != n || landmarks.as_ref().is_some_and(|l| l.len() != n) {
+            return Err(pyo3::exceptions::PyValueError::new_err(format!(
+                "{n} boxes, {} scores and {} landmark sets: one of each per face",
+                scores.len(),
+                landmarks.as_ref().map_or(n, Vec::len)
+            )));
+        }
+        let faces = (0..n)
+            .map(|i| RustFace {
+                bbox: boxes[i],
+                score: scores[i],
+                landmarks: landmarks.as_ref().map(|l| l[i]),
+            })
+            .collect();
+        Ok(Faces::new(faces, width, height, landmarks.is_some()))
+    }
+
+    /// Pickling: the arrays as lists and the image size.
+    #[allow(clippy::type_complexity)]
+    fn __reduce__<'py>(
+        slf: &Bound<'py, Self>,
+    ) -> (
+        Bound<'py, pyo3::types::PyType>,
+        (
+            Vec<[f32; 4]>,
+            Vec<f32>,
+            Option<Vec<[[f32; 2]; 5]>>,
+            u32,
+            u32,
+        ),
+    ) {
+        let f = slf.get();
+        let landmarks = f.landmarks.then(|| {
+            f.faces
+                .iter()
+                .map(|x| x.landmarks.unwrap_or([[f32::NAN; 2]; 5]))
+                .collect()
+        });
+        (
+            slf.get_type(),
+            (
+                f.faces.iter().map(|x| x.bbox).collect(),
+                f.faces.iter().map(|x| x.score).collect(),
+                landmarks,
+                f.width,
+                f.height,
+            ),
+        )
+    }
+
     /// (N, 4) float32 boxes, [x1, y1, x2, y2].
     #[getter]
     fn boxes<'py>(&self, py: Python<'py>) -> Bound<'py, PyArray2<f32>> {

@@ -159,7 +159,16 @@ def test_detectors_pickle(t1_rgb):
     strict = rf.Detector(threshold=0.9, threads=1, max_side=None)
     copy = pickle.loads(pickle.dumps(strict))
     assert repr(copy) == repr(strict)
-    np.testing.assert_array_equal(copy.detect(t1_rgb).boxes, strict.detect(t1_rgb).boxes)
+    faces = strict.detect(t1_rgb)
+    np.testing.assert_array_equal(copy.detect(t1_rgb).boxes, faces.boxes)
+    # Results pickle too, and can be built from arrays.
+    again = pickle.loads(pickle.dumps(faces))
+    assert (again.width, again.height, again.to_list()) == (1280, 886, faces.to_list())
+    built = rf.Faces(faces.boxes, faces.scores)
+    assert built.landmarks is None and len(built) == len(faces)
+    np.testing.assert_array_equal(rf.anonymize(t1_rgb, built), rf.anonymize(t1_rgb, faces))
+    with pytest.raises(ValueError, match="one of each per face"):
+        rf.Faces(faces.boxes, faces.scores[:-1])
 
 
 def test_records(detector):

@@ -34,6 +34,15 @@ class Face:
 class Faces:
     """The faces found in one image, best first."""
 
+    def __init__(
+        self,
+        boxes: npt.ArrayLike,
+        scores: npt.ArrayLike,
+        landmarks: npt.ArrayLike | None = None,
+        width: int = 0,
+        height: int = 0,
+    ) -> None: ...
+
     @property
     def boxes(self) -> npt.NDArray[np.float32]:
         """(N, 4) [x1, y1, x2, y2]."""
