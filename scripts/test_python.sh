@@ -20,6 +20,20 @@ wheel=$(ls target/wheels/retinaface_rs-*.whl)
 echo "wheel: $wheel ($(du -h "$wheel" | cut -f1))"
 "$venv/bin/pip" install -q "$wheel"
 
+# A venv with the wheel alone (it brings numpy) detects at once: no model to download.
+rm -rf target/python-min
+python3 -m venv target/python-min
+target/python-min/bin/pip install -q "$wheel"
+target/python-min/bin/python - ../shared/data/photos/t1.jpg <<'PY'
+import sys, importlib.metadata as md
+import retinaface_rs as rf
+faces = rf.detect(sys.argv[1])
+assert len(faces) == 6, len(faces)
+print("a venv with only", ", ".join(sorted(d.metadata["Name"] for d in md.distributions()
+      if d.metadata["Name"] not in ("pip", "setuptools"))), "found", len(faces), "faces")
+PY
+rm -rf target/python-min
+
 "$venv/bin/ruff" check crates/retinaface-py/python crates/retinaface-py/tests examples scripts/bench_python.py
 # From the package's folder (its pytest settings); the installed wheel is what is imported.
 cd crates/retinaface-py
