@@ -11,8 +11,9 @@ python3 -m venv "$venv"
 "$venv/bin/pip" install -q --upgrade pip
 "$venv/bin/pip" install -q "maturin>=1.9.4,<2" pytest pytest-timeout pillow "ray[data]>=2.51" pyarrow ruff
 
-# The reference the tests compare with: the CLI (the debug build `cargo test` made).
-cargo build -q -p retinaface-cli
+# The reference the tests compare with: the CLI, as `cargo test --workspace` built it (a
+# plain `cargo build` would compile it again without the tests' features).
+[ -x target/debug/retinaface ] || cargo build -q -p retinaface-cli
 export RETINAFACE_BIN="$PWD/target/debug/retinaface"
 
 "$venv/bin/maturin" build -q -m crates/retinaface-py/Cargo.toml -o target/wheels
