@@ -20,6 +20,8 @@
 //! `½ + (r_a, g_a, b_a)`. A vertex's colour is `albedo ⊙ (ambient + light · max(0, n·l))`.
 //! All-zero parameters are a frontal face, lit from the camera, filling the crop.
 
+pub mod fit;
+pub mod loss;
 pub mod raster;
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
@@ -33,6 +35,31 @@ pub const POSITION_UNIT: f32 = 10.0;
 /// Length of P_cam and P_ill.
 pub const CAMERA_PARAMS: usize = 7;
 pub const LIGHT_PARAMS: usize = 9;
+
+impl Rendering {
+    /// The renderings as `count` pictures of `size × size`, uncovered pixels black.
+    pub fn images(&self, count: usize, size: usize) -> Vec<image::RgbImage> {
+        let mut images = vec![image::RgbImage::new(size as u32, size as u32); count];
+        let colours = self
+            .colours
+            .clone()
+            .into_data()
+            .convert::<f32>()
+            .try_to_vec::<f32>()
+            .unwrap_or_default();
+        for (f, rgb) in self.fragments.iter().zip(colours.chunks_exact(3)) {
+            if let Some(img) = images.get_mut(f.image as usize) {
+                let (x, y) = (f.pixel % size as u32, f.pixel / size as u32);
+                let px = rgb
+                    .iter()
+                    .map(|v| (v.clamp(0.0, 1.0) * 255.0).round() as u8);
+                let px: Vec<u8> = px.collect();
+                img.put_pixel(x, y, image::Rgb([px[0], px[1], px[2]]));
+            }
+        }
+        images
+    }
+}
 
 /// A renderer for one mesh topology and crop size.
 #[derive(Debug, Clone)]

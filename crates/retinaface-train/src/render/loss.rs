@@ -1,0 +1,139 @@
+//! L_pixel (SPEC §1.7): the mean absolute difference between a rendering and the image under
+//! it, over the pixels the mesh covers, averaged over the renderings that cover any.
+
+use super::Rendering;
+use burn::tensor::{Tensor, TensorData};
+use image::RgbImage;
+
+/// The square crop of side `max(w, h)` around each box's centre, resampled bilinearly to
+/// `size × size`, RGB in [0, 1], `[boxes, size, size, 3]` row-major. Outside the image is
+/// black (a face at the border is compared with what the camera saw: nothing).
+pub fn crops(image: &RgbImage, boxes: &[[f32; 4]], size: usize) -> Vec<f32> {
+    let (w, h) = (image.width() as i64, image.height() as i64);
+    let pixel = |x: i64, y: i64| -> [f32; 3] {
+        if x < 0 || y < 0 || x >= w || y >= h {
+            return [0.0; 3];
+        }
+        image
+            .get_pixel(x as u32, y as u32)
+            .0
+            .map(|v| f32::from(v) / 255.0)
+    };
+    let mut out = Vec::with_capacity(boxes.len() * size * size * 3);
+    for b in boxes {
+        let side = (b[2] - b[0]).max(b[3] - b[1]).max(1e-3);
+        let (cx, cy) = ((b[0] + b[2]) / 2.0, (b[1] + b[3]) / 2.0);
+        let step = side / size as f32;
+        for row in 0..size {
+            for col in 0..size {
+                // The crop pixel's centre in image coordinates, then bilinear sampling
+                // between pixel centres.
+                let x = cx - side / 2.0 + (col as f32 + 0.5) * step - 0.5;
+                let y = cy - side / 2.0 + (row as f32 + 0.5) * step - 0.5;
+                let (x0, y0) = (x.floor(), y.floor());
+                let (fx, fy) = (x - x0, y - y0);
+                let (x0, y0) = (x0 as i64, y0 as i64);
+                let [a, b, c, d] = [
+                    pixel(x0, y0),
+                    pixel(x0 + 1, y0),
+                    pixel(x0, y0 + 1),
+                    pixel(x0 + 1, y0 + 1),
+                ];
+                for k in 0..3 {
+                    let top = a[k] + (b[k] - a[k]) * fx;
+                    let bottom = c[k] + (d[k] - c[k]) * fx;
+                    out.push(top + (bottom - top) * fy);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// L_pixel of `rendering` against `targets` (`[renderings, size, size, 3]`, as [`crops`]
+/// makes them): per rendering the mean of |R − I| over its covered pixels and channels, then
+/// the mean over the renderings that cover any pixel. Zero when nothing is covered.
+pub fn pixel_loss(rendering: &Rendering, targets: &[f32], size: usize) -> Tensor<1> {
+    let device = rendering.colours.device();
+    let fragments = &rendering.fragments;
+    if fragments.is_empty() {
+        return Tensor::zeros([1], &device);
+    }
+    let images = fragments
+        .iter()
+        .map(|f| f.image as usize)
+        .max()
+        .unwrap_or(0)
+        + 1;
+    let mut counts = vec![0usize; images];
+    fragments.iter().for_each(|f| counts[f.image as usize] += 1);
+    let covered = counts.iter().filter(|&&c| c > 0).count() as f32;
+    let mut target = Vec::with_capacity(fragments.len() * 3);
+    let mut weight = Vec::with_capacity(fragments.len() * 3);
+    for f in fragments {
+        let base = (f.image as usize * size * size + f.pixel as usize) * 3;
+        target.extend_from_slice(&targets[base..base + 3]);
+        let w = 1.0 / (3.0 * counts[f.image as usize] as f32 * covered);
+        weight.extend_from_slice(&[w; 3]);
+    }
+    let n = fragments.len();
+    let target = Tensor::<2>::from_data(TensorData::new(target, vec![n, 3]), &device);
+    let weight = Tensor::<2>::from_data(TensorData::new(weight, vec![n, 3]), &device);
+    ((rendering.colours.clone() - target).abs() * weight).sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::render::raster::Fragment;
+    use burn::tensor::Device;
+
+    #[test]
+    fn crops_sample_the_square_around_the_box() {
+        let mut image = RgbImage::new(8, 8);
+        for (x, y, p) in image.enumerate_pixels_mut() {
+            *p = image::Rgb([(x * 30) as u8, (y * 30) as u8, 0]);
+        }
+        // A 4 × 2 box at (2, 3): the square 4 × 4 around its centre (4, 4) is x, y in [2, 6).
+        let c = crops(&image, &[[2.0, 3.0, 6.0, 5.0]], 4);
+        for row in 0..4 {
+            for col in 0..4 {
+                let i = (row * 4 + col) * 3;
+                assert!((c[i] - (2 + col) as f32 * 30.0 / 255.0).abs() < 1e-6);
+                assert!((c[i + 1] - (2 + row) as f32 * 30.0 / 255.0).abs() < 1e-6);
+            }
+        }
+        // Beyond the border: black.
+        let outside = crops(&image, &[[-20.0, -20.0, -10.0, -10.0]], 2);
+        assert!(outside.iter().all(|&v| v == 0.0));
+    }
+
+    #[test]
+    fn the_loss_averages_each_rendering_over_its_own_pixels() {
+        let device = Device::flex();
+        let fragment = |image, pixel| Fragment {
+            image,
+            pixel,
+            triangle: 0,
+        };
+        // Rendering 0 covers one pixel off by 0.3 in every channel; rendering 1 covers
+        // three pixels off by 0.1; rendering 2 covers none.
+        let fragments = vec![
+            fragment(0, 0),
+            fragment(1, 0),
+            fragment(1, 1),
+            fragment(1, 3),
+        ];
+        let colours = vec![0.3f32; 3].into_iter().chain(vec![0.1; 9]).collect();
+        let rendering = Rendering {
+            fragments,
+            colours: Tensor::from_data(TensorData::new(colours, vec![4, 3]), &device),
+        };
+        let targets = vec![0f32; 3 * 4 * 3];
+        let loss = pixel_loss(&rendering, &targets, 2)
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap();
+        assert!((loss[0] - (0.3 + 0.1) / 2.0).abs() < 1e-6, "{loss:?}");
+    }
+}
