@@ -43,6 +43,9 @@ pub struct ModelSection {
     /// One set of heads shared by every level.
     #[serde(default)]
     pub shared_heads: bool,
+    /// The dense regression branch (mesh, camera and light per anchor; SPEC §1.7).
+    #[serde(default)]
+    pub mesh: bool,
 }
 
 impl ModelSection {
@@ -70,6 +73,9 @@ impl ModelSection {
         };
         c.deformable = self.deformable;
         c.shared_heads = self.shared_heads;
+        c.mesh = self
+            .mesh
+            .then(retinaface::mesh::decoder::DecoderSpec::default);
         c
     }
 }

@@ -355,6 +355,7 @@ mod tests {
         let device = Device::flex();
         // Three anchors: a face (logits 0, 0) and two background ones (1, 0) and (0, 2).
         let out = HeadOutput {
+            mesh: None,
             class: tensor(vec![0.0, 0.0, 1.0, 0.0, 0.0, 2.0], vec![1, 3, 2], &device),
             boxes: tensor(
                 [[0.5, -2.0, 0.0, 0.0], [9.0; 4], [9.0; 4]].concat(),
@@ -454,6 +455,7 @@ mod tests {
         boxes.extend([0.0; 4]);
         boxes.extend([3.0; 16]);
         let out = HeadOutput {
+            mesh: None,
             class: tensor(logits, vec![1, 6, 1], &device),
             boxes: tensor(boxes, vec![1, 6, 4], &device),
             landmarks: None,

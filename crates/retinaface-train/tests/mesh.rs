@@ -366,3 +366,53 @@ fn fitting_the_branch_to_faces_of_a_photo_lowers_the_pixel_loss() {
         assert!(covered > size * size / 2, "{covered} pixels drawn");
     }
 }
+
+fn head_values(out: &Option<Tensor<3>>) -> Vec<f32> {
+    host(out.clone().expect("the network has the branch"))
+}
+
+#[test]
+fn a_network_with_the_mesh_branch_predicts_small_parameters_for_every_anchor() {
+    use retinaface::config::ModelConfig;
+    use retinaface_train::network::{export_unfolded, Model};
+    let device = Device::flex();
+    let mut rng = ChaCha8Rng::seed_from_u64(2);
+    let input: Vec<f32> = (0..3 * 96 * 128)
+        .map(|_| rng.random_range(-100.0..100.0))
+        .collect();
+    let x = || tensor::<4>(input.clone(), vec![1, 3, 96, 128], &device);
+    for config in [
+        ModelConfig::mobilenet025().with_mesh(),
+        ModelConfig::mobilenet025_paper().with_mesh(),
+    ] {
+        let model = Model::scratch(&config, &device, 4).unwrap();
+        let out = model.net.forward(x());
+        let anchors: usize = out.levels.iter().sum();
+        let mesh = out.mesh.clone().unwrap();
+        assert_eq!(mesh.dims(), [1, anchors, 144]);
+        // Camera and light start near zero: the canonical face, frontal, lit from the camera.
+        let values = head_values(&out.mesh);
+        let largest = values
+            .chunks_exact(144)
+            .flat_map(|p| p[128..].iter())
+            .fold(0f32, |m, v| m.max(v.abs()));
+        assert!(
+            largest < 0.5,
+            "{}: largest camera or light value {largest}",
+            config.summary()
+        );
+        // The branch goes through the weight files: exported and read back, the same outputs.
+        let back =
+            Model::from_tensors(&config, &export_unfolded(&model).unwrap(), &device).unwrap();
+        assert_eq!(head_values(&back.net.forward(x()).mesh), values);
+    }
+    // Added to the port's trained model, the branch leaves its detections as they were.
+    let port = retinaface::weights::embedded::tensors().unwrap();
+    let plain = Model::from_tensors(&ModelConfig::mobilenet025(), &port, &device).unwrap();
+    let meshed =
+        Model::from_tensors(&ModelConfig::mobilenet025().with_mesh(), &port, &device).unwrap();
+    let (a, b) = (plain.net.forward(x()), meshed.net.forward(x()));
+    assert_eq!(host(a.class), host(b.class));
+    assert_eq!(host(a.boxes), host(b.boxes));
+    assert!(a.mesh.is_none() && b.mesh.is_some());
+}

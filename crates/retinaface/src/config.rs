@@ -156,6 +156,10 @@ pub struct ModelConfig {
     /// port's). DF²S²'s subnets are always shared.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub shared_heads: bool,
+    /// The dense regression branch (SPEC §1.7): per-anchor mesh, camera and light
+    /// parameters and the mesh decoder (RetinaFace only). Files without it load as before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mesh: Option<crate::mesh::decoder::DecoderSpec>,
 }
 
 impl ModelConfig {
@@ -170,6 +174,7 @@ impl ModelConfig {
             mean_bgr: [104.0, 117.0, 123.0],
             deformable: false,
             shared_heads: false,
+            mesh: None,
         }
     }
 
@@ -191,6 +196,14 @@ impl ModelConfig {
             deformable: true,
             shared_heads: true,
             ..Self::resnet50()
+        }
+    }
+
+    /// This network with the dense regression branch (SPEC §1.7's decoder sizes).
+    pub fn with_mesh(self) -> Self {
+        ModelConfig {
+            mesh: Some(crate::mesh::decoder::DecoderSpec::default()),
+            ..self
         }
     }
 
@@ -410,6 +423,12 @@ impl ModelConfig {
         if self.family == Family::Df2s2 && self.deformable {
             return Err("DF²S² has no deformable convolutions".into());
         }
+        if let Some(decoder) = &self.mesh {
+            if self.family != Family::RetinaFace {
+                return Err("the mesh branch belongs to RetinaFace".into());
+            }
+            decoder.validate(crate::mesh::hierarchy::Hierarchy::canonical())?;
+        }
         Ok(())
     }
 }
@@ -417,5 +436,37 @@ impl ModelConfig {
 impl Default for ModelConfig {
     fn default() -> Self {
         Self::mobilenet025()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_mesh_branch_is_optional_in_files() {
+        // Without the branch a configuration is written as before: no `mesh` key.
+        let plain = serde_json::to_string(&ModelConfig::mobilenet025()).unwrap();
+        assert!(!plain.contains("mesh"));
+        let back: ModelConfig = serde_json::from_str(&plain).unwrap();
+        assert_eq!(back, ModelConfig::mobilenet025());
+        let meshed = ModelConfig::mobilenet025_paper().with_mesh();
+        meshed.validate().unwrap();
+        let json = serde_json::to_string(&meshed).unwrap();
+        assert!(
+            json.contains(r#""mesh":{"latent":128,"channels":[16,32,64],"order":6}"#),
+            "{json}"
+        );
+        assert_eq!(serde_json::from_str::<ModelConfig>(&json).unwrap(), meshed);
+        // RetinaFace only, and sizes that fit the hierarchy.
+        assert!(ModelConfig::df2s2_mobilenet025()
+            .with_mesh()
+            .validate()
+            .is_err());
+        let mut wrong = ModelConfig::mobilenet025().with_mesh();
+        if let Some(d) = wrong.mesh.as_mut() {
+            d.channels = vec![8, 8];
+        }
+        assert!(wrong.validate().unwrap_err().contains("levels"));
     }
 }

@@ -51,6 +51,9 @@ pub fn export_unfolded(model: &Model) -> Result<NamedTensors, WeightsError> {
             out.insert(format!("{name}.running_var"), host(bn.running_var.value())?);
         }
     }
+    if let Some(decoder) = &model.net.mesh_decoder {
+        out.extend(decoder.export()?);
+    }
     Ok(out)
 }
 

@@ -303,6 +303,33 @@ impl<'a> LayerBuilder<'a> {
         self
     }
 
+    /// A layer from the file when the file holds it, else drawn: a branch added to a trained
+    /// network (the mesh heads on the port's model).
+    pub fn conv_or_drawn(&mut self, spec: ConvSpec) -> Result<ConvBn, WeightsError> {
+        let weight = format!("{}.weight", spec.name);
+        if self
+            .source(&spec.name)
+            .is_some_and(|t| t.contains_key(&weight))
+        {
+            return self.conv(spec);
+        }
+        let tensors = self.tensors.take();
+        let layer = self.conv(spec);
+        self.tensors = tensors;
+        layer
+    }
+
+    /// The file the layers come from, if any.
+    pub fn tensors(&self) -> Option<&'a NamedTensors> {
+        self.tensors
+    }
+
+    /// A seed for a part drawn apart from the layers (the mesh decoder), from the builder's
+    /// own generator.
+    pub fn next_seed(&mut self) -> u64 {
+        self.rng.random()
+    }
+
     /// The named tensors layer `name` comes from, if it comes from a file.
     fn source(&self, name: &str) -> Option<&'a NamedTensors> {
         self.tensors

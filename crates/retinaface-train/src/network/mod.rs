@@ -38,6 +38,9 @@ pub struct HeadOutput {
     pub landmarks: Option<Tensor<3>>,
     /// Per level, `[B, 1, H, W]` segmentation logits (DF²S², when asked for).
     pub segmentation: Vec<Tensor<4>>,
+    /// `[B, N, P]` mesh branch parameters per anchor (P_ST, P_cam, P_ill), for networks with
+    /// the branch.
+    pub mesh: Option<Tensor<3>>,
     /// Anchors per level, finest first (they sum to N).
     pub levels: Vec<usize>,
 }
@@ -47,6 +50,10 @@ pub struct HeadOutput {
 pub struct RetinaFaceNet {
     /// One per layer of the description, in its order.
     pub layers: Vec<ConvBn>,
+    /// The mesh branch's heads (one per head layer of [`retinaface::arch::MeshBranch`]).
+    pub mesh_heads: Vec<ConvBn>,
+    /// The mesh branch's decoder.
+    pub mesh_decoder: Option<MeshDecoder>,
     #[module(skip)]
     pub graph: Arc<Graph>,
 }
@@ -86,9 +93,31 @@ impl Model {
             .iter()
             .map(|spec| b.conv(spec.clone()))
             .collect::<Result<Vec<_>, _>>()?;
+        // The mesh branch after every other layer (so networks without it draw the same
+        // numbers): from the file when it holds the branch, else drawn with the outputs near
+        // zero, i.e. the canonical face, seen frontally and lit from the camera.
+        let (mut mesh_heads, mut mesh_decoder) = (Vec::new(), None);
+        if let Some(branch) = &graph.mesh {
+            for spec in &branch.heads {
+                b = b.with_bias_prior(&spec.name, 0.0);
+                mesh_heads.push(b.conv_or_drawn(spec.clone())?);
+            }
+            let stored = b.tensors().filter(|t| {
+                t.contains_key(&format!("{}.fc.weight", retinaface::mesh::decoder::PREFIX))
+            });
+            let seed = b.next_seed();
+            mesh_decoder = Some(MeshDecoder::new(
+                &branch.decoder,
+                stored,
+                &b.device(),
+                seed,
+            )?);
+        }
         let bn_mode = b.bn_mode();
         let net = RetinaFaceNet {
             layers,
+            mesh_heads,
+            mesh_decoder,
             graph: Arc::new(graph),
         };
         Ok(Model {
@@ -126,6 +155,9 @@ impl RetinaFaceNet {
         if segmentation {
             outputs.extend(&g.segmentation);
         }
+        if let Some(branch) = &g.mesh {
+            outputs.extend(branch.levels.iter().map(|&(_, context)| context));
+        }
         let values = interpreter::run(g, &self.layers, x, &outputs);
         let get = |v: Value| match &values[v] {
             Some(t) => t.clone(),
@@ -158,7 +190,21 @@ impl RetinaFaceNet {
                 h * w * c / s
             })
             .collect();
+        let mesh = g.mesh.as_ref().map(|branch| {
+            let parts: Vec<Tensor<3>> = branch
+                .levels
+                .iter()
+                .map(|&(head, context)| {
+                    let y = self.mesh_heads[head].forward(get(context));
+                    let [b, c, h, w] = y.dims();
+                    let per = branch.per_anchor;
+                    y.permute([0, 2, 3, 1]).reshape([b, h * w * c / per, per])
+                })
+                .collect();
+            Tensor::cat(parts, 1)
+        });
         HeadOutput {
+            mesh,
             levels,
             class,
             boxes,
@@ -171,8 +217,9 @@ impl RetinaFaceNet {
         }
     }
 
-    /// Every layer in build order (the order of [`Model::specs`]).
+    /// Every layer in build order (the order of [`Model::specs`]): the description's, then
+    /// the mesh heads.
     pub fn layers(&self) -> Vec<&ConvBn> {
-        self.layers.iter().collect()
+        self.layers.iter().chain(&self.mesh_heads).collect()
     }
 }

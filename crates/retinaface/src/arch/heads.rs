@@ -44,6 +44,36 @@ pub(super) fn retinaface(
         .collect()
 }
 
+/// The mesh branch's heads on the context features: 1×1 convolutions with P_ST, P_cam and
+/// P_ill for every anchor, per level or shared like the other heads.
+pub(super) fn mesh(config: &ModelConfig, context: &[Value]) -> Option<super::MeshBranch> {
+    let decoder = config.mesh.clone()?;
+    let per = crate::mesh::anchor_params(&decoder);
+    let ch = config.fpn_channels;
+    let (heads, levels) = if config.shared_heads {
+        let a = config.anchors.per_cell(0);
+        let spec = ConvSpec::head("MeshHead.conv1x1", ch, a * per);
+        (vec![spec], context.iter().map(|&x| (0, x)).collect())
+    } else {
+        let heads = (0..context.len())
+            .map(|l| {
+                let a = config.anchors.per_cell(l);
+                ConvSpec::head(&format!("MeshHead.{l}.conv1x1"), ch, a * per)
+            })
+            .collect();
+        (
+            heads,
+            context.iter().enumerate().map(|(l, &x)| (l, x)).collect(),
+        )
+    };
+    Some(super::MeshBranch {
+        heads,
+        levels,
+        per_anchor: per,
+        decoder,
+    })
+}
+
 /// Convolutions in each DF²S² subnet before its output layer.
 const SUBNET_DEPTH: usize = 4;
 

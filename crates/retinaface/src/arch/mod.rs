@@ -80,6 +80,24 @@ pub struct LevelHeads {
     pub anchors: usize,
 }
 
+/// The dense regression branch (SPEC §1.7): on each level's context features, a 1×1
+/// convolution gives every anchor its P_ST, P_cam and P_ill (anchor-major, like the other
+/// heads); the mesh decoder turns P_ST into a mesh. Its layers are kept out of
+/// [`Graph::layers`] and [`Graph::ops`]: a detector evaluates them only at the anchors it
+/// keeps, and networks without the branch are unchanged.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MeshBranch {
+    /// The head layers: one per level (`MeshHead.<l>.conv1x1`) or one shared
+    /// (`MeshHead.conv1x1`).
+    pub heads: Vec<ConvSpec>,
+    /// Per level, finest first: the index of its head layer and the context value it reads.
+    pub levels: Vec<(usize, Value)>,
+    /// Values per anchor (P_ST, P_cam, P_ill).
+    pub per_anchor: usize,
+    /// The decoder's sizes.
+    pub decoder: crate::mesh::decoder::DecoderSpec,
+}
+
 /// A network: layers, ops in execution order, and the outputs per level.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Graph {
@@ -93,6 +111,8 @@ pub struct Graph {
     pub score_values: usize,
     /// DF²S²'s segmentation logits per level (one channel), for training only.
     pub segmentation: Vec<Value>,
+    /// The dense regression branch, when the configuration has it.
+    pub mesh: Option<MeshBranch>,
 }
 
 impl Graph {
@@ -101,6 +121,7 @@ impl Graph {
         let mut g = GraphBuilder::default();
         let c = backbone::build(&mut g, config);
         let levels = config.levels();
+        let mut mesh = None;
         let (heads, segmentation) = match config.family {
             Family::RetinaFace => {
                 let pyramid = neck::fpn(&mut g, config, &c);
@@ -109,6 +130,7 @@ impl Graph {
                     .enumerate()
                     .map(|(i, &p)| neck::ssh(&mut g, config, &format!("ssh{}", i + 1), p))
                     .collect();
+                mesh = heads::mesh(config, &context);
                 (heads::retinaface(&mut g, config, &context), Vec::new())
             }
             Family::Df2s2 => {
@@ -123,6 +145,7 @@ impl Graph {
             levels: heads,
             score_values: config.score_values(),
             segmentation,
+            mesh,
         }
     }
 
@@ -242,6 +265,29 @@ mod tests {
         }
         let paper = Graph::new(&ModelConfig::resnet50_paper());
         assert!(paper.layers.iter().any(|l| l.kind == ConvKind::Deformable));
+        // The mesh branch adds heads on the context values and nothing else.
+        for config in [
+            ModelConfig::mobilenet025(),
+            ModelConfig::mobilenet025_paper(),
+        ] {
+            let plain = Graph::new(&config);
+            let meshed = Graph::new(&config.clone().with_mesh());
+            assert_eq!((&meshed.layers, &meshed.ops), (&plain.layers, &plain.ops));
+            let mesh = meshed.mesh.unwrap();
+            assert_eq!(mesh.per_anchor, 128 + 7 + 9);
+            assert_eq!(mesh.levels.len(), config.levels());
+            assert_eq!(mesh.heads.len(), if config.shared_heads { 1 } else { 3 });
+            for (l, &(head, context)) in mesh.levels.iter().enumerate() {
+                let a = config.anchors.per_cell(l);
+                assert_eq!(mesh.heads[head].cout, a * mesh.per_anchor);
+                // The context a level's mesh head reads is what its score head reads.
+                let Op::Conv { input, .. } = &plain.ops[plain.levels[l].score - 1] else {
+                    panic!("a score head is a convolution")
+                };
+                assert_eq!(context, *input);
+            }
+            assert!(plain.mesh.is_none());
+        }
         let df2s2 = Graph::new(&ModelConfig::df2s2_resnet50());
         assert_eq!(df2s2.segmentation.len(), 6);
         assert!(df2s2

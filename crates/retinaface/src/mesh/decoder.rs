@@ -19,7 +19,8 @@ pub const PREFIX: &str = "mesh_decoder";
 pub const OUTPUTS: usize = 6;
 
 /// The decoder's sizes.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct DecoderSpec {
     /// The length of P_ST.
     pub latent: usize,

@@ -8,3 +8,13 @@ pub mod hierarchy;
 pub mod topology;
 
 pub use topology::{Mesh, MeshError};
+
+/// Values of P_cam per anchor: camera position, pose and focal length (SPEC §1.7).
+pub const CAMERA_PARAMS: usize = 7;
+/// Values of P_ill per anchor: light position and colour, ambient colour.
+pub const LIGHT_PARAMS: usize = 9;
+
+/// Values the mesh head predicts per anchor: P_ST, then P_cam, then P_ill.
+pub fn anchor_params(decoder: &decoder::DecoderSpec) -> usize {
+    decoder.latent + CAMERA_PARAMS + LIGHT_PARAMS
+}
