@@ -47,6 +47,29 @@ pub struct LossConfig {
     /// segmentation head ignore it.
     #[serde(default = "default_segmentation")]
     pub segmentation_weight: f32,
+    /// λ3 for the mesh branch's L_pixel (the paper's 0.01); networks without the branch
+    /// ignore it.
+    #[serde(default = "default_mesh_weight")]
+    pub mesh_weight: f32,
+    /// Face anchors rendered per image, the best-overlapping first (the renderer's cost is
+    /// per anchor).
+    #[serde(default = "default_mesh_anchors")]
+    pub mesh_anchors: usize,
+    /// The side of the rendered crops, pixels.
+    #[serde(default = "default_mesh_crop")]
+    pub mesh_crop: usize,
+}
+
+fn default_mesh_weight() -> f32 {
+    0.01
+}
+
+fn default_mesh_anchors() -> usize {
+    4
+}
+
+fn default_mesh_crop() -> usize {
+    64
 }
 
 fn default_alpha() -> f32 {
@@ -71,6 +94,9 @@ impl LossConfig {
             focal_alpha: default_alpha(),
             focal_gamma: default_gamma(),
             segmentation_weight: default_segmentation(),
+            mesh_weight: default_mesh_weight(),
+            mesh_anchors: default_mesh_anchors(),
+            mesh_crop: default_mesh_crop(),
         }
     }
 
@@ -103,6 +129,8 @@ pub struct Loss {
     pub landmarks: f32,
     /// The segmentation term (summed over levels), 0 without one.
     pub segmentation: f32,
+    /// The mesh branch's L_pixel, 0 without one.
+    pub mesh: f32,
     pub positives: usize,
 }
 
@@ -194,6 +222,7 @@ pub fn multibox_loss(out: &HeadOutput, targets: &[Targets], config: &LossConfig)
         boxes: bx,
         landmarks: lm,
         segmentation: seg,
+        mesh: 0.0,
         positives,
     }
 }
@@ -376,6 +405,7 @@ mod tests {
             landmarks: vec![0.0; 30],
             landmark_mask: vec![1.0, 0.0, 0.0],
             masks: Vec::new(),
+            positive_iou: vec![(0, 0.8)],
         };
         let config = LossConfig {
             negatives_per_positive: 1.0,
@@ -469,6 +499,7 @@ mod tests {
             landmarks: vec![0.0; 60],
             landmark_mask: vec![0.0; 6],
             masks: vec![vec![1.0, 0.0]],
+            positive_iou: vec![(0, 0.6), (1, 0.7)],
         };
         let config = LossConfig {
             segmentation_weight: 0.5,

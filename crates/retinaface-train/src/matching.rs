@@ -273,6 +273,9 @@ pub struct Targets {
     pub landmark_mask: Vec<f32>,
     /// Per level, the box-level segmentation mask (`rows · cols`), when asked for.
     pub masks: Vec<Vec<f32>>,
+    /// Every face anchor with the IoU of its prior and its face, in anchor order (the mesh
+    /// branch renders the best-overlapping ones).
+    pub positive_iou: Vec<(u32, f32)>,
 }
 
 impl Targets {
@@ -311,6 +314,7 @@ pub fn targets_with_masks(
         masks: levels
             .map(|l| segmentation_masks(l, faces, &best))
             .unwrap_or_default(),
+        positive_iou: Vec::new(),
     };
     for (i, a) in assignment.into_iter().enumerate() {
         match a {
@@ -319,6 +323,8 @@ pub fn targets_with_masks(
             Assignment::Face(j) => {
                 t.labels[i] = 1;
                 let f = &faces[j];
+                t.positive_iou
+                    .push((i as u32, iou(corners(&priors[i]), f.bbox)));
                 t.boxes[4 * i..4 * i + 4]
                     .copy_from_slice(&encode_box(&priors[i], f.bbox, variances));
                 if let Some(pts) = &f.landmarks {

@@ -9,6 +9,7 @@ use crate::loss::multibox_loss;
 use crate::network::{
     calibrate_batch_norm, export_folded, export_unfolded, tensor, BnMode, LayerBuilder, Model,
 };
+use crate::render::loss::{chosen_anchors, BranchTerm};
 use crate::TrainError;
 use burn::module::Module;
 use burn::optim::decay::WeightDecayConfig;
@@ -49,6 +50,8 @@ pub struct StepReport {
     pub landmarks: f32,
     /// DF²S²'s segmentation term (0 without one).
     pub segmentation: f32,
+    /// The mesh branch's L_pixel (0 without one).
+    pub mesh: f32,
     pub positives: usize,
     pub images: usize,
     pub images_per_s: f64,
@@ -67,6 +70,8 @@ pub struct Trainer {
     device: Device,
     progress: Progress,
     out: PathBuf,
+    /// The mesh branch's L_pixel, for networks with the branch and λ3 > 0.
+    mesh_term: Option<BranchTerm>,
 }
 
 /// The device of `kind`, with autodiff.
@@ -141,6 +146,7 @@ impl Trainer {
         // A fresh run starts a fresh log.
         write(&out.join("metrics.jsonl"), b"")?;
         Ok(Trainer {
+            mesh_term: mesh_term(&config, &model, &device),
             optim: optimizer(&config),
             config,
             model,
@@ -191,6 +197,7 @@ impl Trainer {
             .map_err(|e| bad(format!("optim.bpk: {e}")))?;
         let loader = Arc::new(make_loader(&config)?);
         Ok(Trainer {
+            mesh_term: mesh_term(&config, &model, &device),
             config,
             model,
             optim,
@@ -251,6 +258,7 @@ impl Trainer {
             let lr = self.config.learning_rate(epoch_f);
             let mut acc = GradientsAccumulator::new();
             let (mut loss, mut class, mut boxes, mut lms, mut seg) = (0.0, 0.0, 0.0, 0.0, 0.0);
+            let mut mesh = 0.0;
             let (mut positives, mut images, mut skipped) = (0, 0, Vec::new());
             // Up to `accumulate` batches, never across an epoch boundary.
             let mut parts = 0;
@@ -285,6 +293,7 @@ impl Trainer {
                 boxes += l.boxes / accumulate as f32;
                 lms += l.landmarks / accumulate as f32;
                 seg += l.segmentation / accumulate as f32;
+                mesh += l.mesh / accumulate as f32;
                 positives += l.positives;
                 images += batch.len();
                 parts += 1;
@@ -308,6 +317,7 @@ impl Trainer {
                 boxes,
                 landmarks: lms,
                 segmentation: seg,
+                mesh,
                 positives,
                 images,
                 images_per_s: images as f64 / t0.elapsed().as_secs_f64().max(1e-9),
@@ -349,7 +359,20 @@ impl Trainer {
             .model
             .net
             .forward_with(x, trains_segmentation(&self.config));
-        multibox_loss(&out, &batch.targets, &self.config.loss)
+        let mut loss = multibox_loss(&out, &batch.targets, &self.config.loss);
+        let decoder = self.model.net.mesh_decoder.as_ref();
+        if let (Some(term), Some(params), Some(decoder)) = (&self.mesh_term, out.mesh, decoder) {
+            let l = &self.config.loss;
+            let chosen = chosen_anchors(&batch.targets, l.mesh_anchors);
+            let mean = self.model.config.mean_bgr;
+            let priors = self.loader.priors();
+            if let Some(pixel) = term.loss(params, decoder, &chosen, priors, &batch.images, s, mean)
+            {
+                loss.mesh = pixel.clone().into_scalar::<f32>();
+                loss.total = loss.total + pixel * l.mesh_weight;
+            }
+        }
+        loss
     }
 
     /// Save model, optimiser and progress under `checkpoints/step-N`, plus an unfolded
@@ -478,6 +501,12 @@ fn make_loader(config: &TrainConfig) -> Result<Loader, TrainError> {
     } else {
         loader
     })
+}
+
+/// The mesh branch's term, when the network has the branch and its weight is positive.
+fn mesh_term(config: &TrainConfig, model: &Model, device: &Device) -> Option<BranchTerm> {
+    (model.net.mesh_decoder.is_some() && config.loss.mesh_weight > 0.0)
+        .then(|| BranchTerm::new(config.loss.mesh_crop, device))
 }
 
 /// Whether the run trains DF²S²'s segmentation branch: the network has one and λ2 > 0.

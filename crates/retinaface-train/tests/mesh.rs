@@ -374,7 +374,7 @@ fn head_values(out: &Option<Tensor<3>>) -> Vec<f32> {
 #[test]
 fn a_network_with_the_mesh_branch_predicts_small_parameters_for_every_anchor() {
     use retinaface::config::ModelConfig;
-    use retinaface_train::network::{export_unfolded, Model};
+    use retinaface_train::network::{export_folded, export_unfolded, Model};
     let device = Device::flex();
     let mut rng = ChaCha8Rng::seed_from_u64(2);
     let input: Vec<f32> = (0..3 * 96 * 128)
@@ -405,6 +405,16 @@ fn a_network_with_the_mesh_branch_predicts_small_parameters_for_every_anchor() {
         let back =
             Model::from_tensors(&config, &export_unfolded(&model).unwrap(), &device).unwrap();
         assert_eq!(head_values(&back.net.forward(x()).mesh), values);
+        // The detector's file (folded) keeps the decoder: the engine decodes with it, and
+        // detects with the network as it would without the branch.
+        let folded = export_folded(&model).unwrap();
+        let decoder = EngineDecoder::new(config.mesh.as_ref().unwrap(), &folded).unwrap();
+        assert_eq!(decoder.decode(&[0.0; 128]).len(), 468 * 6);
+        let detector = retinaface::Detector::new(&config, &folded).unwrap();
+        let image = image::RgbImage::from_pixel(128, 96, image::Rgb([90, 120, 150]));
+        assert!(detector
+            .detect(&image, &retinaface::DetectOptions::default())
+            .is_ok());
     }
     // Added to the port's trained model, the branch leaves its detections as they were.
     let port = retinaface::weights::embedded::tensors().unwrap();

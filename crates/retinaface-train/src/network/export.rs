@@ -57,10 +57,15 @@ pub fn export_unfolded(model: &Model) -> Result<NamedTensors, WeightsError> {
     Ok(out)
 }
 
-/// BatchNorm folded into each convolution: `<conv>.weight` and `<conv>.bias` only.
+/// BatchNorm folded into each convolution: `<conv>.weight` and `<conv>.bias` only (and the
+/// mesh decoder's tensors, which have no BatchNorm).
 pub fn export_folded(model: &Model) -> Result<NamedTensors, WeightsError> {
     let unfolded = export_unfolded(model)?;
-    let mut out = NamedTensors::new();
+    let mut out: NamedTensors = unfolded
+        .iter()
+        .filter(|(name, _)| name.starts_with(retinaface::mesh::decoder::PREFIX))
+        .map(|(name, t)| (name.clone(), t.clone()))
+        .collect();
     for spec in &model.specs {
         let (w, b) = retinaface::model::folded(&unfolded, spec)?;
         out.insert(

@@ -1,9 +1,13 @@
 //! L_pixel (SPEC §1.7): the mean absolute difference between a rendering and the image under
 //! it, over the pixels the mesh covers, averaged over the renderings that cover any.
 
-use super::Rendering;
-use burn::tensor::{Tensor, TensorData};
+use super::{Renderer, Rendering};
+use crate::matching::Targets;
+use crate::network::MeshDecoder;
+use burn::tensor::{Int, Tensor, TensorData};
 use image::RgbImage;
+use retinaface::mesh::{CAMERA_PARAMS, LIGHT_PARAMS};
+use retinaface::post::anchors::Prior;
 
 /// The square crop of side `max(w, h)` around each box's centre, resampled bilinearly to
 /// `size × size`, RGB in [0, 1], `[boxes, size, size, 3]` row-major. Outside the image is
@@ -19,6 +23,30 @@ pub fn crops(image: &RgbImage, boxes: &[[f32; 4]], size: usize) -> Vec<f32> {
             .0
             .map(|v| f32::from(v) / 255.0)
     };
+    crops_with(pixel, boxes, size)
+}
+
+/// [`crops`] of a training batch's image: `image` is `[3, s, s]` BGR minus `mean_bgr`.
+pub fn crops_of_input(
+    image: &[f32],
+    s: usize,
+    mean_bgr: [f32; 3],
+    boxes: &[[f32; 4]],
+    size: usize,
+) -> Vec<f32> {
+    let plane = s * s;
+    let pixel = |x: i64, y: i64| -> [f32; 3] {
+        if x < 0 || y < 0 || x >= s as i64 || y >= s as i64 {
+            return [0.0; 3];
+        }
+        let i = y as usize * s + x as usize;
+        // BGR planes back to RGB in [0, 1].
+        [2, 1, 0].map(|c| ((image[c * plane + i] + mean_bgr[c]) / 255.0).clamp(0.0, 1.0))
+    };
+    crops_with(pixel, boxes, size)
+}
+
+fn crops_with(pixel: impl Fn(i64, i64) -> [f32; 3], boxes: &[[f32; 4]], size: usize) -> Vec<f32> {
     let mut out = Vec::with_capacity(boxes.len() * size * size * 3);
     for b in boxes {
         let side = (b[2] - b[0]).max(b[3] - b[1]).max(1e-3);
@@ -80,6 +108,94 @@ pub fn pixel_loss(rendering: &Rendering, targets: &[f32], size: usize) -> Tensor
     let target = Tensor::<2>::from_data(TensorData::new(target, vec![n, 3]), &device);
     let weight = Tensor::<2>::from_data(TensorData::new(weight, vec![n, 3]), &device);
     ((rendering.colours.clone() - target).abs() * weight).sum()
+}
+
+/// The face anchors the branch renders: per image, up to `per_image` with the highest IoU
+/// with their face (ties by anchor index), as (image, anchor).
+pub fn chosen_anchors(targets: &[Targets], per_image: usize) -> Vec<(usize, usize)> {
+    let mut chosen = Vec::new();
+    for (image, t) in targets.iter().enumerate() {
+        let mut best = t.positive_iou.clone();
+        best.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        chosen.extend(
+            best.iter()
+                .take(per_image)
+                .map(|&(a, _)| (image, a as usize)),
+        );
+    }
+    chosen
+}
+
+/// The mesh branch's term of the multi-task loss: the chosen anchors' P_ST decoded to
+/// meshes, rendered with their P_cam and P_ill into their priors' crops of the input.
+#[derive(Debug, Clone)]
+pub struct BranchTerm {
+    renderer: Renderer,
+    canonical: Tensor<3>,
+}
+
+impl BranchTerm {
+    /// For crops of `crop` pixels on `device`.
+    pub fn new(crop: usize, device: &burn::tensor::Device) -> Self {
+        let mesh = retinaface::mesh::Mesh::canonical();
+        let flat: Vec<f32> = mesh.vertices.iter().flatten().copied().collect();
+        BranchTerm {
+            renderer: Renderer::new(mesh, crop, device),
+            canonical: Tensor::from_data(TensorData::new(flat, vec![1, mesh.len(), 3]), device),
+        }
+    }
+
+    /// L_pixel of `chosen` anchors; `params` is the network's `[B, N, P]` mesh output,
+    /// `images` the batch input (`[B, 3, s, s]` BGR minus `mean_bgr`), `priors` the anchors
+    /// in pixels. `None` when no anchor is chosen.
+    #[allow(clippy::too_many_arguments)]
+    pub fn loss(
+        &self,
+        params: Tensor<3>,
+        decoder: &MeshDecoder,
+        chosen: &[(usize, usize)],
+        priors: &[Prior],
+        images: &[f32],
+        s: usize,
+        mean_bgr: [f32; 3],
+    ) -> Option<Tensor<1>> {
+        if chosen.is_empty() {
+            return None;
+        }
+        let [b, n, p] = params.dims();
+        let device = params.device();
+        let rows: Vec<i64> = chosen.iter().map(|&(i, a)| (i * n + a) as i64).collect();
+        let m = rows.len();
+        let rows = Tensor::<1, Int>::from_data(TensorData::new(rows, vec![m]), &device);
+        let picked = params.reshape([b * n, p]).select(0, rows);
+        let latent = p - CAMERA_PARAMS - LIGHT_PARAMS;
+        let code = picked.clone().narrow(1, 0, latent);
+        let camera = picked.clone().narrow(1, latent, CAMERA_PARAMS);
+        let light = picked.narrow(1, latent + CAMERA_PARAMS, LIGHT_PARAMS);
+        let raw = decoder.forward(code);
+        let vertices = self
+            .canonical
+            .clone()
+            .expand([m, self.canonical.dims()[1], 3])
+            + raw.clone().narrow(2, 0, 3);
+        let albedo = raw.narrow(2, 3, 3) + 0.5;
+        let rendering = self.renderer.render(vertices, albedo, camera, light);
+        let crop = self.renderer.size();
+        let plane = 3 * s * s;
+        let mut targets = Vec::with_capacity(m * crop * crop * 3);
+        for &(i, a) in chosen {
+            let q = priors[a];
+            let corners = [
+                q.cx - q.w / 2.0,
+                q.cy - q.h / 2.0,
+                q.cx + q.w / 2.0,
+                q.cy + q.h / 2.0,
+            ];
+            let image = &images[i * plane..(i + 1) * plane];
+            targets.extend(crops_of_input(image, s, mean_bgr, &[corners], crop));
+        }
+        Some(pixel_loss(&rendering, &targets, crop))
+    }
 }
 
 #[cfg(test)]
