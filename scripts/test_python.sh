@@ -39,3 +39,4 @@ rm -rf target/python-min
 # From the package's folder (its pytest settings); the installed wheel is what is imported.
 cd crates/retinaface-py
 RAY_AUTH_MODE=disabled ../../"$venv/bin/python" -m pytest -q -p no:cacheprovider tests
+echo "the Python package's tests took ${SECONDS} s (wheel, venvs, pytest)"
