@@ -198,12 +198,14 @@ impl Renderer {
         // Counter-clockwise seen from the front: (b − a) × (c − a) points out of the front
         // of the face, toward the camera (the change to camera space is a rotation).
         let faces = cross(b - a.clone(), c - a); // [M, t, 3]
+                                                 // One product for the whole batch: [n, t] × [t, M·3].
+        let flat = faces.swap_dims(0, 1).reshape([t, m * 3]);
         let summed = self
             .incidence
             .clone()
-            .unsqueeze::<3>()
-            .expand([m, n, t])
-            .matmul(faces);
+            .matmul(flat)
+            .reshape([n, m, 3])
+            .swap_dims(0, 1);
         normalise(summed)
     }
 
