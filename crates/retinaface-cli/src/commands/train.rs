@@ -240,8 +240,8 @@ pub fn run(a: Args) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The loss terms of a step: classification, boxes, landmarks, and DF²S²'s segmentation when
-/// it trains.
+/// The loss terms of a step: classification, boxes, landmarks, and DF²S²'s segmentation and
+/// the mesh branch's L_pixel when they train.
 fn loss_parts(r: &StepReport, digits: usize) -> String {
     let mut s = format!(
         "cls {:.digits$} box {:.digits$} lm {:.digits$}",
@@ -249,6 +249,9 @@ fn loss_parts(r: &StepReport, digits: usize) -> String {
     );
     if r.segmentation > 0.0 {
         s += &format!(" seg {:.digits$}", r.segmentation);
+    }
+    if r.mesh > 0.0 {
+        s += &format!(" mesh {:.digits$}", r.mesh);
     }
     s
 }
