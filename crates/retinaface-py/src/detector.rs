@@ -1,4 +1,4 @@
-//! `Detector`: a loaded model, its options and its thread pool.
+//! `Detector`: a loaded model, its options and its thread pools.
 
 use crate::error::{image_to_py, to_py};
 use crate::faces::Faces;
