@@ -27,8 +27,9 @@ pub struct MeshDecoder {
     /// Dense up-sampling from level l + 1 to level l, `[n_l, n_(l+1)]`.
     #[module(skip)]
     upsampling: Vec<Tensor<2>>,
+    /// The description's layers, `fc` first.
     #[module(skip)]
-    spec: DecoderSpec,
+    layers: Vec<LayerShape>,
 }
 
 impl MeshDecoder {
@@ -111,31 +112,30 @@ impl MeshDecoder {
             cheb_bias,
             laplacians,
             upsampling,
-            spec: spec.clone(),
+            layers,
         })
     }
 
     /// Codes `[B, latent]` → `[B, 468, 6]`: position offsets (cm) and colours less ½.
     pub fn forward(&self, code: Tensor<2>) -> Tensor<3> {
         let batch = code.dims()[0];
-        let levels = self.spec.channels.len();
-        let coarsest = self.laplacians[levels - 1].dims()[0];
+        // The fully connected layer's output, read as the coarsest level's vertices × the
+        // first Chebyshev layer's input channels.
+        let coarsest = self.laplacians[self.layers[0].level].dims()[0];
+        let channels = self.layers[1].weight[1];
         let x = code.matmul(self.fc_weight.val().transpose()) + self.fc_bias.val().unsqueeze::<2>();
-        let mut x: Tensor<3> = x.reshape([batch, coarsest, self.spec.channels[levels - 1]]);
-        let convs = self.cheb_weight.len();
-        for (i, (w, b)) in self.cheb_weight.iter().zip(&self.cheb_bias).enumerate() {
-            let last = i + 1 == convs;
-            let level = levels.saturating_sub(2 + i);
-            if !last {
-                x = apply(&self.upsampling[level], x);
+        let mut x: Tensor<3> = x.reshape([batch, coarsest, channels]);
+        for ((w, b), layer) in self
+            .cheb_weight
+            .iter()
+            .zip(&self.cheb_bias)
+            .zip(&self.layers[1..])
+        {
+            if layer.upsample {
+                x = apply(&self.upsampling[layer.level], x);
             }
-            x = chebyshev(
-                &self.laplacians[if last { 0 } else { level }],
-                x,
-                w.val(),
-                b.val(),
-            );
-            if !last {
+            x = chebyshev(&self.laplacians[layer.level], x, w.val(), b.val());
+            if layer.elu {
                 x = elu(x);
             }
         }
@@ -144,7 +144,7 @@ impl MeshDecoder {
 
     /// The weights under the engine's names.
     pub fn export(&self) -> Result<NamedTensors, WeightsError> {
-        let layers = self.spec.layers(Hierarchy::canonical());
+        let layers = &self.layers;
         let mut out = NamedTensors::new();
         let mut put = |name: &str, shape: &[usize], data: Vec<f32>| {
             out.insert(

@@ -42,12 +42,19 @@ impl Default for DecoderSpec {
     }
 }
 
-/// One layer of the description: its name (without the prefix) and weight and bias shapes.
+/// One layer of the description: its name (without the prefix), weight and bias shapes, and
+/// where it runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LayerShape {
     pub name: String,
     pub weight: Vec<usize>,
     pub bias: Vec<usize>,
+    /// The hierarchy level it works on (its output's, and a Chebyshev layer's Laplacian).
+    pub level: usize,
+    /// Whether its input is first up-sampled to `level` from the level above.
+    pub upsample: bool,
+    /// Whether ELU follows it.
+    pub elu: bool,
 }
 
 impl DecoderSpec {
@@ -60,6 +67,9 @@ impl DecoderSpec {
             name: "fc".into(),
             weight: vec![coarsest * self.channels[levels - 1], self.latent],
             bias: vec![coarsest * self.channels[levels - 1]],
+            level: levels - 1,
+            upsample: false,
+            elu: false,
         }];
         // Up-sampled to level l, then a convolution to that level's channels.
         for l in (0..levels - 1).rev() {
@@ -67,12 +77,18 @@ impl DecoderSpec {
                 name: format!("cheb{}", layers.len() - 1),
                 weight: vec![self.order, self.channels[l + 1], self.channels[l]],
                 bias: vec![self.channels[l]],
+                level: l,
+                upsample: true,
+                elu: true,
             });
         }
         layers.push(LayerShape {
             name: format!("cheb{}", layers.len() - 1),
             weight: vec![self.order, self.channels[0], OUTPUTS],
             bias: vec![OUTPUTS],
+            level: 0,
+            upsample: false,
+            elu: false,
         });
         layers
     }
@@ -103,7 +119,8 @@ pub struct MeshDecoder {
     laplacians: Vec<Sparse>,
     fc_weight: Vec<f32>,
     fc_bias: Vec<f32>,
-    convs: Vec<ChebConv>,
+    /// The Chebyshev layers with their descriptions.
+    convs: Vec<(ChebConv, LayerShape)>,
 }
 
 impl MeshDecoder {
@@ -121,13 +138,14 @@ impl MeshDecoder {
         let convs = layers[1..]
             .iter()
             .map(|l| {
-                Ok(ChebConv {
+                let conv = ChebConv {
                     order: l.weight[0],
                     inputs: l.weight[1],
                     outputs: l.weight[2],
                     weight: take(&format!("{}.weight", l.name), &l.weight)?,
                     bias: take(&format!("{}.bias", l.name), &l.bias)?,
-                })
+                };
+                Ok((conv, l.clone()))
             })
             .collect::<Result<Vec<_>, WeightsError>>()?;
         let laplacians = hierarchy
@@ -161,14 +179,12 @@ impl MeshDecoder {
             .map(|(row, b)| b + row.iter().zip(code).map(|(w, c)| w * c).sum::<f32>())
             .collect();
         let mut channels = self.spec.channels[levels - 1];
-        for (i, conv) in self.convs.iter().enumerate() {
-            let last = i + 1 == self.convs.len();
-            let level = levels.saturating_sub(2 + i);
-            if !last {
-                x = self.hierarchy.upsample(level, &x, channels);
+        for (conv, layer) in &self.convs {
+            if layer.upsample {
+                x = self.hierarchy.upsample(layer.level, &x, channels);
             }
-            x = conv.forward(&self.laplacians[if last { 0 } else { level }], &x);
-            if !last {
+            x = conv.forward(&self.laplacians[layer.level], &x);
+            if layer.elu {
                 x.iter_mut().for_each(|v| *v = elu(*v));
             }
             channels = conv.outputs;
