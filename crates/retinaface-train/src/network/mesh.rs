@@ -8,7 +8,7 @@ use burn::tensor::{Device, Tensor};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use retinaface::mesh::chebyshev::scaled_laplacian;
-use retinaface::mesh::decoder::{DecoderSpec, LayerShape, OUTPUTS, PREFIX};
+use retinaface::mesh::decoder::{DecoderSpec, LayerShape, PREFIX};
 use retinaface::mesh::hierarchy::Hierarchy;
 use retinaface::weights::{NamedTensors, Tensor as HostTensor, WeightsError};
 
@@ -166,11 +166,6 @@ impl MeshDecoder {
             put(&format!("{}.bias", l.name), &l.bias, values(b.val())?);
         }
         Ok(out)
-    }
-
-    /// Values per output vertex.
-    pub fn outputs(&self) -> usize {
-        OUTPUTS
     }
 }
 

@@ -2,8 +2,8 @@
 //! camera and light per face) to face crops by gradient descent on L_pixel. It checks that
 //! the renderer and the loss can explain a real face, and draws what they make of it.
 
-use super::loss::pixel_loss;
-use super::{Renderer, Rendering};
+use super::loss::{pixel_loss, BranchTerm};
+use super::Rendering;
 use crate::network::MeshDecoder;
 use burn::module::{Module, Param};
 use burn::optim::{AdamConfig, GradientsParams};
@@ -12,7 +12,6 @@ use image::RgbImage;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use retinaface::mesh::decoder::DecoderSpec;
-use retinaface::mesh::Mesh;
 use retinaface::weights::WeightsError;
 
 /// The parameters being fitted.
@@ -25,12 +24,9 @@ struct Fit {
 }
 
 impl Fit {
-    fn render(&self, renderer: &Renderer, canonical: &Tensor<3>) -> Rendering {
+    fn render(&self, term: &BranchTerm) -> Rendering {
         let raw = self.decoder.forward(self.code.val());
-        let [m, n, _] = raw.dims();
-        let vertices = canonical.clone().expand([m, n, 3]) + raw.clone().narrow(2, 0, 3);
-        let albedo = raw.narrow(2, 3, 3) + 0.5;
-        renderer.render(vertices, albedo, self.camera.val(), self.light.val())
+        term.render_decoded(raw, self.camera.val(), self.light.val())
     }
 }
 
@@ -53,10 +49,7 @@ pub fn fit_crops(
     seed: u64,
     device: &Device,
 ) -> Result<FitReport, WeightsError> {
-    let mesh = Mesh::canonical();
-    let renderer = Renderer::new(mesh, size, device);
-    let flat: Vec<f32> = mesh.vertices.iter().flatten().copied().collect();
-    let canonical = Tensor::<3>::from_data(TensorData::new(flat, vec![1, mesh.len(), 3]), device);
+    let term = BranchTerm::new(size, device);
     let spec = DecoderSpec::default();
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let code: Vec<f32> = (0..faces * spec.latent)
@@ -71,23 +64,17 @@ pub fn fit_crops(
         camera: Param::from_tensor(Tensor::zeros([faces, super::CAMERA_PARAMS], device)),
         light: Param::from_tensor(Tensor::zeros([faces, super::LIGHT_PARAMS], device)),
     };
-    let before = fit.render(&renderer, &canonical).images(faces, size);
+    let before = fit.render(&term).images(faces, size);
     let mut optim = AdamConfig::new().init();
     let mut losses = Vec::with_capacity(steps);
     for _ in 0..steps {
-        let rendering = fit.render(&renderer, &canonical);
+        let rendering = fit.render(&term);
         let loss = pixel_loss(&rendering, targets, size);
-        losses.push(
-            loss.clone()
-                .into_data()
-                .convert::<f32>()
-                .try_to_vec::<f32>()
-                .unwrap_or_default()[0],
-        );
+        losses.push(loss.clone().into_scalar::<f32>());
         let grads = GradientsParams::from_grads(loss.backward(), &fit);
         fit = optim.step(lr, fit, grads);
     }
-    let after = fit.render(&renderer, &canonical).images(faces, size);
+    let after = fit.render(&term).images(faces, size);
     Ok(FitReport {
         losses,
         before,

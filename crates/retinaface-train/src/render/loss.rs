@@ -145,6 +145,15 @@ impl BranchTerm {
         }
     }
 
+    /// Render the decoder's `[M, 468, 6]` outputs (position offsets from the canonical face,
+    /// colours less ½) with `[M, 7]` cameras and `[M, 9]` lights.
+    pub fn render_decoded(&self, raw: Tensor<3>, camera: Tensor<2>, light: Tensor<2>) -> Rendering {
+        let [m, n, _] = raw.dims();
+        let vertices = self.canonical.clone().expand([m, n, 3]) + raw.clone().narrow(2, 0, 3);
+        let albedo = raw.narrow(2, 3, 3) + 0.5;
+        self.renderer.render(vertices, albedo, camera, light)
+    }
+
     /// L_pixel of `chosen` anchors; `params` is the network's `[B, N, P]` mesh output,
     /// `images` the batch input (`[B, 3, s, s]` BGR minus `mean_bgr`), `priors` the anchors
     /// in pixels. `None` when no anchor is chosen.
@@ -172,14 +181,7 @@ impl BranchTerm {
         let code = picked.clone().narrow(1, 0, latent);
         let camera = picked.clone().narrow(1, latent, CAMERA_PARAMS);
         let light = picked.narrow(1, latent + CAMERA_PARAMS, LIGHT_PARAMS);
-        let raw = decoder.forward(code);
-        let vertices = self
-            .canonical
-            .clone()
-            .expand([m, self.canonical.dims()[1], 3])
-            + raw.clone().narrow(2, 0, 3);
-        let albedo = raw.narrow(2, 3, 3) + 0.5;
-        let rendering = self.renderer.render(vertices, albedo, camera, light);
+        let rendering = self.render_decoded(decoder.forward(code), camera, light);
         let crop = self.renderer.size();
         let plane = 3 * s * s;
         let mut targets = Vec::with_capacity(m * crop * crop * 3);

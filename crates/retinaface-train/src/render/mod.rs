@@ -24,6 +24,7 @@ pub mod fit;
 pub mod loss;
 pub mod raster;
 
+use crate::network::values;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use raster::{rasterize, Fragment};
 use retinaface::mesh::Mesh;
@@ -40,13 +41,7 @@ impl Rendering {
     /// The renderings as `count` pictures of `size × size`, uncovered pixels black.
     pub fn images(&self, count: usize, size: usize) -> Vec<image::RgbImage> {
         let mut images = vec![image::RgbImage::new(size as u32, size as u32); count];
-        let colours = self
-            .colours
-            .clone()
-            .into_data()
-            .convert::<f32>()
-            .try_to_vec::<f32>()
-            .unwrap_or_default();
+        let colours = values(self.colours.clone()).unwrap_or_default();
         for (f, rgb) in self.fragments.iter().zip(colours.chunks_exact(3)) {
             if let Some(img) = images.get_mut(f.image as usize) {
                 let (x, y) = (f.pixel % size as u32, f.pixel / size as u32);
@@ -65,7 +60,6 @@ impl Rendering {
 #[derive(Debug, Clone)]
 pub struct Renderer {
     size: usize,
-    vertices: usize,
     triangles: Vec<[u32; 3]>,
     /// `[vertices, triangles]`: 1 where the vertex is a corner of the triangle.
     incidence: Tensor<2>,
@@ -108,7 +102,6 @@ impl Renderer {
         let height = (hi - lo).max(1e-3);
         Renderer {
             size,
-            vertices: n,
             triangles: mesh.triangles.clone(),
             incidence: Tensor::from_data(TensorData::new(incidence, vec![n, t]), device),
             corners: Tensor::from_data(TensorData::new(corners, vec![t * 3]), device),
@@ -213,12 +206,7 @@ impl Renderer {
     /// interpolated from per-vertex `colours` `[M, n, 3]`.
     pub fn draw(&self, screen: Tensor<3>, colours: Tensor<3>) -> Rendering {
         let [m, n, _] = screen.dims();
-        let host = screen
-            .clone()
-            .into_data()
-            .convert::<f32>()
-            .try_to_vec::<f32>()
-            .unwrap_or_default();
+        let host = values(screen.clone()).unwrap_or_default();
         let mut fragments = Vec::new();
         for (i, chunk) in host.chunks_exact(n * 3).enumerate().take(m) {
             let points: Vec<[f32; 3]> = chunk.chunks_exact(3).map(|p| [p[0], p[1], p[2]]).collect();
@@ -284,11 +272,6 @@ impl Renderer {
         (corner_colours * weights.reshape([count, 3, 1]))
             .sum_dim(1)
             .reshape([count, 3])
-    }
-
-    /// The number of vertices of the topology.
-    pub fn vertices(&self) -> usize {
-        self.vertices
     }
 }
 
