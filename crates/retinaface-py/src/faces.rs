@@ -26,6 +26,17 @@ pub struct Faces {
 }
 
 impl Faces {
+    /// Each face's five points (NaN for a face without them), or `None` for a model without
+    /// a landmark head.
+    fn landmark_sets(&self) -> Option<Vec<[[f32; 2]; 5]>> {
+        self.landmarks.then(|| {
+            self.faces
+                .iter()
+                .map(|f| f.landmarks.unwrap_or([[f32::NAN; 2]; 5]))
+                .collect()
+        })
+    }
+
     /// The result for an image of `width × height`.
     pub fn new(faces: Vec<RustFace>, width: u32, height: u32, landmarks: bool) -> Faces {
         Faces {
@@ -83,12 +94,7 @@ impl Faces {
         ),
     ) {
         let f = slf.get();
-        let landmarks = f.landmarks.then(|| {
-            f.faces
-                .iter()
-                .map(|x| x.landmarks.unwrap_or([[f32::NAN; 2]; 5]))
-                .collect()
-        });
+        let landmarks = f.landmark_sets();
         (
             slf.get_type(),
             (
@@ -120,13 +126,10 @@ impl Faces {
     /// (N, 5, 2) float32 landmarks, or None for a model without a landmark head.
     #[getter]
     fn landmarks<'py>(&self, py: Python<'py>) -> Option<Bound<'py, PyArray3<f32>>> {
-        if !self.landmarks {
-            return None;
-        }
         let flat: Vec<f32> = self
-            .faces
-            .iter()
-            .flat_map(|f| f.landmarks.unwrap_or([[f32::NAN; 2]; 5]))
+            .landmark_sets()?
+            .into_iter()
+            .flatten()
             .flatten()
             .collect();
         let array =

@@ -23,6 +23,13 @@ pub enum Color {
 }
 
 impl Color {
+    /// Put packed RGB pixels in this order, or back (the swap is its own inverse).
+    pub fn reorder(self, pixels: &mut [u8]) {
+        if self == Color::Bgr {
+            pixels.chunks_exact_mut(3).for_each(|px| px.swap(0, 2));
+        }
+    }
+
     /// `"rgb"` or `"bgr"` (OpenCV's order), any case.
     pub fn parse(text: &str) -> PyResult<Color> {
         match text.to_ascii_lowercase().as_str() {
@@ -142,9 +149,7 @@ pub fn from_array(array: &Bound<'_, PyUntypedArray>, color: Color) -> PyResult<R
     if let (Some(all), 3) = (view.as_slice(), c) {
         // The common case, a contiguous RGB or BGR array: one copy.
         let mut pixels = all.to_vec();
-        if color == Color::Bgr {
-            pixels.chunks_exact_mut(3).for_each(|px| px.swap(0, 2));
-        }
+        color.reorder(&mut pixels);
         return RgbImage::from_raw(width, height, pixels)
             .ok_or_else(|| PyValueError::new_err("image array: inconsistent size"));
     }
@@ -180,9 +185,7 @@ pub fn to_array<'py>(
 ) -> PyResult<Bound<'py, numpy::PyArray3<u8>>> {
     let (w, h) = (img.width() as usize, img.height() as usize);
     let mut raw = img.into_raw();
-    if color == Color::Bgr {
-        raw.chunks_exact_mut(3).for_each(|px| px.swap(0, 2));
-    }
+    color.reorder(&mut raw);
     let array = numpy::ndarray::Array3::from_shape_vec((h, w, 3), raw)
         .map_err(|e| PyValueError::new_err(e.to_string()))?;
     Ok(numpy::PyArray3::from_owned_array(py, array))

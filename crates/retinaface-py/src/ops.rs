@@ -55,9 +55,7 @@ pub fn align<'py>(
                 continue;
             };
             let mut raw = crop.into_raw();
-            if color == Color::Bgr {
-                raw.chunks_exact_mut(3).for_each(|px| px.swap(0, 2));
-            }
+            color.reorder(&mut raw);
             if let Some(dst) = crops
                 .index_axis_mut(numpy::ndarray::Axis(0), k)
                 .as_slice_mut()
