@@ -118,6 +118,16 @@ pub struct OptimSection {
     pub batch: usize,
     /// Forward passes whose gradients are summed before one update.
     pub accumulate: usize,
+    /// The mesh branch's learning rate. The branch (its heads and decoder) trains with Adam,
+    /// the rest with SGD: its term enters the loss at λ3 = 0.01, so under the detection
+    /// weights' SGD its parameters would move a hundredth as fast as the rest (measured in
+    /// docs/mesh.md: L_pixel stayed flat). Follows the same warm-up and decay, scaled.
+    #[serde(default = "default_mesh_lr")]
+    pub mesh_lr: f64,
+}
+
+fn default_mesh_lr() -> f64 {
+    1e-3
 }
 
 /// The device a run trains on.
@@ -157,6 +167,10 @@ pub struct RunSection {
     pub checkpoint_every: usize,
     pub device: DeviceKind,
     pub batch_norm: BatchNormSetting,
+    /// Train the mesh branch only: every detection weight (and BatchNorm statistic) stays as
+    /// `init` has it, and the loss is the branch's term alone.
+    #[serde(default)]
+    pub freeze_detection: bool,
 }
 
 /// Everything a run needs; written as `config.toml` beside its checkpoints.
@@ -248,6 +262,22 @@ impl TrainConfig {
         if !(l.segmentation_weight >= 0.0 && l.segmentation_weight.is_finite()) {
             return bad("segmentation_weight must be ≥ 0");
         }
+        if !(o.mesh_lr > 0.0 && o.mesh_lr.is_finite()) {
+            return bad("mesh_lr must be positive");
+        }
+        if self.run.freeze_detection {
+            if !self.model.mesh || l.mesh_weight <= 0.0 {
+                return bad("freeze_detection trains the mesh branch alone: it needs [model] mesh = true and mesh_weight > 0");
+            }
+            if self.run.init == "scratch" {
+                return bad("freeze_detection keeps the detection weights of init: init must be a weights file");
+            }
+            if self.run.batch_norm == BatchNormSetting::Train {
+                return bad(
+                    "freeze_detection keeps BatchNorm frozen: batch_norm must be auto or frozen",
+                );
+            }
+        }
         if !(0.0..=1.0).contains(&self.augment.flip) {
             return bad("flip is a probability");
         }
@@ -263,6 +293,12 @@ impl TrainConfig {
             .model_config()
             .validate()
             .map_err(TrainError::Invalid)
+    }
+
+    /// The mesh branch's learning rate at `epoch`: [`TrainConfig::learning_rate`]'s schedule
+    /// scaled to `mesh_lr`.
+    pub fn mesh_learning_rate(&self, epoch: f64) -> f64 {
+        self.learning_rate(epoch) / self.optim.lr * self.optim.mesh_lr
     }
 
     /// The learning rate at fractional epoch `epoch`: linear warm-up, then step decay.

@@ -132,6 +132,9 @@ pub struct Loss {
     /// The mesh branch's L_pixel, 0 without one.
     pub mesh: f32,
     pub positives: usize,
+    /// Whether `total` depends on a trained parameter (not so for a network whose detection
+    /// layers are frozen, in a batch without an anchor for the mesh branch).
+    pub trainable: bool,
 }
 
 /// OHEM: per image, the `ratio · positives` background anchors with the highest loss
@@ -224,6 +227,7 @@ pub fn multibox_loss(out: &HeadOutput, targets: &[Targets], config: &LossConfig)
         segmentation: seg,
         mesh: 0.0,
         positives,
+        trainable: true,
     }
 }
 

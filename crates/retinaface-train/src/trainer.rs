@@ -12,9 +12,11 @@ use crate::network::{
 use crate::render::loss::{chosen_anchors, BranchTerm};
 use crate::TrainError;
 use burn::module::Module;
+use burn::module::ParamGroup;
 use burn::optim::decay::WeightDecayConfig;
+use burn::optim::lr_scheduler::module_lr_scheduler::ModuleLrScheduler;
 use burn::optim::momentum::MomentumConfig;
-use burn::optim::{GradientsAccumulator, GradientsParams, ModuleOptimizer, SgdConfig};
+use burn::optim::{AdamConfig, GradientsAccumulator, GradientsParams, ModuleOptimizer, SgdConfig};
 use burn::tensor::Device;
 use retinaface::config::Family;
 use serde::{Deserialize, Serialize};
@@ -87,6 +89,13 @@ pub fn device(kind: DeviceKind) -> Result<Device, TrainError> {
     }
 }
 
+/// The mesh branch's parameters: its heads and decoder (`RetinaFaceNet::mesh_heads`,
+/// `RetinaFaceNet::mesh_decoder`).
+fn branch_group() -> ParamGroup {
+    ParamGroup::from_any_predicates(vec!["mesh_heads", "mesh_decoder"])
+}
+
+/// SGD with momentum and weight decay; Adam for the mesh branch (see `OptimSection::mesh_lr`).
 fn optimizer(config: &TrainConfig) -> ModuleOptimizer {
     let o = &config.optim;
     SgdConfig::new()
@@ -97,6 +106,23 @@ fn optimizer(config: &TrainConfig) -> ModuleOptimizer {
         ))
         .with_weight_decay(Some(WeightDecayConfig::new(o.weight_decay)))
         .init()
+        // ε at PyTorch's 1e-8, not burn's 1e-5: the branch's gradients come through λ3 =
+        // 0.01 and a mean over every rendered pixel, small enough that ε = 1e-5 damped its
+        // steps (measured: docs/mesh.md).
+        .with_group(
+            branch_group(),
+            AdamConfig::new().with_epsilon(1e-8).build(),
+            None,
+        )
+}
+
+/// With `freeze_detection`, the detection layers take no gradient: the optimiser never
+/// touches them and the backward pass stops at the mesh heads.
+fn freeze(config: &TrainConfig, mut model: Model) -> Model {
+    if config.run.freeze_detection {
+        model.net.layers = model.net.layers.no_grad();
+    }
+    model
 }
 
 const CHECKPOINTS: &str = "checkpoints";
@@ -133,6 +159,7 @@ impl Trainer {
                 from_file(&config, &loader, path, b, false)?
             }
         };
+        let model = freeze(&config, model);
         let progress = Progress {
             step: 0,
             epoch: 0,
@@ -193,6 +220,7 @@ impl Trainer {
         let net = model.net;
         model.net = checkpoint::guarded(|| net.try_load_record(record).map_err(|e| e.to_string()))
             .map_err(|e| bad(format!("model.bpk: {e}")))?;
+        let model = freeze(&config, model);
         let optim = checkpoint::load_optimizer(file("optim.bpk")?, optimizer(&config))
             .map_err(|e| bad(format!("optim.bpk: {e}")))?;
         let loader = Arc::new(make_loader(&config)?);
@@ -285,9 +313,12 @@ impl Trainer {
                         loss: value,
                     });
                 }
-                let scaled = l.total.clone() / accumulate as f32;
-                let grads = GradientsParams::from_grads(scaled.backward(), &self.model.net);
-                acc.accumulate(&self.model.net, grads);
+                // A frozen network's step without any mesh anchor has nothing to learn from.
+                if l.trainable {
+                    let scaled = l.total.clone() / accumulate as f32;
+                    let grads = GradientsParams::from_grads(scaled.backward(), &self.model.net);
+                    acc.accumulate(&self.model.net, grads);
+                }
                 loss += value / accumulate as f32;
                 class += l.class / accumulate as f32;
                 boxes += l.boxes / accumulate as f32;
@@ -303,7 +334,10 @@ impl Trainer {
             }
             if images > 0 {
                 let net = self.model.net.clone();
-                self.model.net = self.optim.step(lr, net, acc.grads());
+                let rates = ModuleLrScheduler::new(lr)
+                    .with_group(branch_group(), self.config.mesh_learning_rate(epoch_f))
+                    .step();
+                self.model.net = self.optim.step(rates, net, acc.grads());
             }
             self.progress.step += 1;
             self.progress.images += images;
@@ -369,9 +403,16 @@ impl Trainer {
             if let Some(pixel) = term.loss(params, decoder, &chosen, priors, &batch.images, s, mean)
             {
                 loss.mesh = pixel.clone().into_scalar::<f32>();
-                loss.total = loss.total + pixel * l.mesh_weight;
+                // Trained alone, the branch's term needs no weight against the others.
+                loss.total = if self.config.run.freeze_detection {
+                    pixel
+                } else {
+                    loss.total + pixel * l.mesh_weight
+                };
+                return loss;
             }
         }
+        loss.trainable = !self.config.run.freeze_detection;
         loss
     }
 
@@ -468,6 +509,10 @@ fn from_file(
     };
     if !folded {
         return Model::build(&model_config, b.with_bn_mode(mode)).map_err(bad);
+    }
+    // A frozen network keeps the file's function exactly: no statistics to calibrate.
+    if config.run.freeze_detection {
+        return Model::build(&model_config, b).map_err(bad);
     }
     let model = Model::build(&model_config, b).map_err(bad)?;
     let batch = loader.load(0, 0);
