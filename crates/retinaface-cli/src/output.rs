@@ -2,6 +2,7 @@
 
 use anyhow::{Context, Result};
 use image::{Rgb, RgbImage};
+use retinaface::mesh::FaceMesh;
 use retinaface::Face;
 use retinaface_eval::widerface::{format_prediction_file, WiderDetection};
 use serde::Serialize;
@@ -14,7 +15,57 @@ pub struct Record {
     pub image: String,
     pub width: u32,
     pub height: u32,
-    pub faces: Vec<Face>,
+    pub faces: Vec<FaceOut>,
+}
+
+/// A face of a record: the detection, and with `--mesh` its mesh.
+#[derive(Debug, Serialize)]
+pub struct FaceOut {
+    #[serde(flatten)]
+    pub face: Face,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mesh: Option<MeshOut>,
+    /// Per vertex RGB in [0, 1] (`--mesh-colors`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mesh_colors: Option<Vec<[f32; 3]>>,
+}
+
+/// A mesh in the JSON: `[x, y, depth]` per vertex in image pixels, to 0.01 px.
+#[derive(Debug, Serialize)]
+pub struct MeshOut {
+    pub vertices: Vec<[f32; 3]>,
+}
+
+impl FaceOut {
+    /// A face without a mesh.
+    pub fn plain(face: Face) -> Self {
+        FaceOut {
+            face,
+            mesh: None,
+            mesh_colors: None,
+        }
+    }
+
+    /// A face with its mesh, and the colours when `colors`.
+    pub fn with_mesh(face: Face, mesh: &FaceMesh, colors: bool) -> Self {
+        let round = |v: f32, k: f32| (v * k).round() / k;
+        FaceOut {
+            face,
+            mesh: Some(MeshOut {
+                vertices: mesh
+                    .vertices
+                    .iter()
+                    .map(|v| v.map(|x| round(x, 100.0)))
+                    .collect(),
+            }),
+            mesh_colors: colors.then(|| {
+                mesh.colors
+                    .iter()
+                    .map(|c| c.map(|x| round(x, 1000.0)))
+                    .collect()
+            }),
+        }
+    }
 }
 
 /// Write a WIDER prediction file: stem, count, then `x y w h score` per face with the
@@ -64,7 +115,7 @@ pub fn write_csv(target: &Path, records: &[Record]) -> Result<()> {
     text.push('\n');
     for r in records {
         let image = csv_field(&r.image);
-        for (k, f) in r.faces.iter().enumerate() {
+        for (k, f) in r.faces.iter().map(|f| &f.face).enumerate() {
             let [x1, y1, x2, y2] = f.bbox;
             text.push_str(&format!(
                 "{image},{k},{:.5},{x1:.2},{y1:.2},{x2:.2},{y2:.2}",
@@ -110,7 +161,7 @@ pub fn print_summary(records: &[Record]) -> Result<()> {
             r.height,
             r.faces.len()
         )?;
-        for f in &r.faces {
+        for f in r.faces.iter().map(|f| &f.face) {
             let [x1, y1, x2, y2] = f.bbox.map(|v| v.round() as i64);
             writeln!(
                 out,
@@ -178,6 +229,43 @@ pub fn draw(img: &RgbImage, faces: &[Face]) -> RgbImage {
         }
     }
     out
+}
+
+/// A mesh's wireframe drawn onto `img`: the edges of the triangles that face the camera
+/// (the others are behind the face).
+pub fn draw_mesh(img: &mut RgbImage, mesh: &FaceMesh) {
+    let c = Rgb([80, 200, 255]);
+    let triangles = &retinaface::mesh::Mesh::canonical().triangles;
+    for t in triangles {
+        let [a, b, d] = t.map(|i| mesh.vertices[i as usize]);
+        // Counter-clockwise from the front in the model, so clockwise on screen (y down).
+        let area = (b[0] - a[0]) * (d[1] - a[1]) - (b[1] - a[1]) * (d[0] - a[0]);
+        if area >= 0.0 {
+            continue;
+        }
+        for (p, q) in [(a, b), (b, d), (d, a)] {
+            line(img, [p[0], p[1]], [q[0], q[1]], c);
+        }
+    }
+}
+
+/// A one-pixel line between pixel-space points (clipped to the image; a point outside any
+/// sensible range draws nothing).
+fn line(img: &mut RgbImage, p: [f32; 2], q: [f32; 2], c: Rgb<u8>) {
+    let limit = 4.0 * img.width().max(img.height()) as f32 + 4096.0;
+    if [p[0], p[1], q[0], q[1]]
+        .iter()
+        .any(|v| !v.is_finite() || v.abs() > limit)
+    {
+        return;
+    }
+    let steps = (q[0] - p[0]).abs().max((q[1] - p[1]).abs()).ceil().max(1.0) as i64;
+    for k in 0..=steps {
+        let t = k as f32 / steps as f32;
+        let x = p[0] + (q[0] - p[0]) * t;
+        let y = p[1] + (q[1] - p[1]) * t;
+        put(img, x.floor() as i64, y.floor() as i64, c);
+    }
 }
 
 /// 3×5 glyphs for the digits and the point, one row per 3 bits (MSB left).

@@ -580,3 +580,76 @@ fn write(path: &Path, bytes: &[u8]) -> Result<(), TrainError> {
     std::fs::write(&tmp, bytes).map_err(|e| TrainError::io(&tmp, e))?;
     std::fs::rename(&tmp, path).map_err(|e| TrainError::io(path, e))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::network::{values, RetinaFaceNet};
+    use burn::tensor::Tensor;
+    use retinaface::config::ModelConfig;
+
+    /// The branch's parameters take Adam's steps at `mesh_lr` (the first step moves each
+    /// parameter by `mesh_lr · g / (|g| + ε)`: `mesh_lr` unless its gradient is near ε),
+    /// and the rest SGD's at `lr`.
+    #[test]
+    fn the_branch_steps_with_adam_and_the_rest_with_sgd() {
+        let device = Device::flex().autodiff();
+        let config = ModelConfig::mobilenet025().with_mesh();
+        let model = Model::scratch(&config, &device, 3).unwrap();
+        let x = tensor(vec![0.5; 3 * 64 * 64], vec![1, 3, 64, 64], &device);
+        let out = model.net.forward(x);
+        let decoder = model.net.mesh_decoder.as_ref().unwrap();
+        let decoded = decoder.forward(Tensor::ones([1, 128], &device));
+        let loss = out.mesh.unwrap().sum() * 1e-3 + out.class.sum() * 1e-3 + decoded.sum() * 1e-3;
+        let grads = GradientsParams::from_grads(loss.backward(), &model.net);
+        let mut train = TrainConfig::default();
+        train.optim.lr = 1e-2;
+        train.optim.mesh_lr = 1e-3;
+        train.optim.weight_decay = 0.0;
+        let mut optim = optimizer(&train);
+        let rates = ModuleLrScheduler::new(1e-2)
+            .with_group(branch_group(), 1e-3)
+            .step();
+        let before = model.net.clone();
+        let after = optim.step(rates, model.net, grads);
+        let change = |a: Tensor<1>, b: Tensor<1>| -> Vec<f32> {
+            let (a, b) = (values(a).unwrap(), values(b).unwrap());
+            a.iter().zip(&b).map(|(x, y)| (x - y).abs()).collect()
+        };
+        // The decoder's output bias and a head's bias: every entry moved by 1e-3.
+        let bias = |n: &RetinaFaceNet| n.mesh_decoder.as_ref().unwrap().export().unwrap();
+        let (b0, b1) = (bias(&before), bias(&after));
+        let adam_steps = |moved: &[f32], what: &str| {
+            let full = moved.iter().filter(|m| (*m - 1e-3).abs() < 5e-5).count();
+            assert!(moved.iter().all(|&m| m > 0.0 && m < 1.0001e-3), "{what}");
+            assert!(
+                full * 10 >= moved.len() * 9,
+                "{what}: {full} of {}",
+                moved.len()
+            );
+        };
+        for name in ["mesh_decoder.cheb2.bias", "mesh_decoder.fc.bias"] {
+            let moved: Vec<f32> = b0[name]
+                .data
+                .iter()
+                .zip(&b1[name].data)
+                .map(|(x, y)| (x - y).abs())
+                .collect();
+            adam_steps(&moved, name);
+        }
+        let head = |n: &RetinaFaceNet| n.mesh_heads[0].conv.bias.as_ref().unwrap().val();
+        adam_steps(&change(head(&before), head(&after)), "MeshHead.0 bias");
+        // A score head's bias took SGD's step: lr × its gradient, not a fixed size.
+        let score = |n: &RetinaFaceNet| {
+            let i = n
+                .graph
+                .layers
+                .iter()
+                .position(|l| l.name.contains("ClassHead"))
+                .unwrap();
+            n.layers[i].conv.bias.as_ref().unwrap().val()
+        };
+        let moved = change(score(&before), score(&after));
+        assert!(moved.iter().any(|&m| m > 0.0) && moved.iter().any(|m| (m - 1e-3).abs() > 1e-4));
+    }
+}

@@ -2,7 +2,8 @@
 //! nearly the canonical face; the renderer draws exact pixels and barycentric weights on a
 //! hand-made triangle, frames the canonical face with its default camera, and its gradients
 //! agree with finite differences; fitting the branch's parameters to faces of a photo
-//! lowers L_pixel. (One test binary: each links burn.)
+//! lowers L_pixel; the engine's branch at inference gives burn's parameters and the
+//! renderer's placement. (One test binary: each links burn.)
 
 use burn::tensor::{Device, Tensor, TensorData};
 use rand::{Rng, SeedableRng};
@@ -425,4 +426,131 @@ fn a_network_with_the_mesh_branch_predicts_small_parameters_for_every_anchor() {
     assert_eq!(host(a.class), host(b.class));
     assert_eq!(host(a.boxes), host(b.boxes));
     assert!(a.mesh.is_none() && b.mesh.is_some());
+}
+
+/// The engine's branch at inference against burn's: the parameters of every anchor, from the
+/// context features the engine keeps (fused plan and interpreter), and the mesh its camera
+/// places against the renderer's projection of the same decoded mesh.
+#[test]
+fn the_engine_evaluates_the_branch_as_burn_does() {
+    use retinaface::config::ModelConfig;
+    use retinaface::engine::Feature;
+    use retinaface_train::network::{export_folded, Model};
+    let device = Device::flex();
+    let mut rng = ChaCha8Rng::seed_from_u64(8);
+    let (w, h) = (128u32, 96u32);
+    let image = image::RgbImage::from_fn(w, h, |_, _| {
+        image::Rgb([rng.random(), rng.random(), rng.random()])
+    });
+    for config in [
+        ModelConfig::mobilenet025().with_mesh(),
+        ModelConfig::mobilenet025_paper().with_mesh(),
+    ] {
+        let model = Model::scratch(&config, &device, 6).unwrap();
+        let mut input = Feature::default();
+        retinaface::input::to_tensor_into(&image, config.mean_bgr, &mut input);
+        // NHWC → NCHW for burn.
+        let (hh, ww) = (h as usize, w as usize);
+        let mut nchw = vec![0f32; 3 * hh * ww];
+        for (i, px) in input.data.chunks_exact(3).enumerate() {
+            for c in 0..3 {
+                nchw[c * hh * ww + i] = px[c];
+            }
+        }
+        let out = model
+            .net
+            .forward(tensor::<4>(nchw, vec![1, 3, hh, ww], &device));
+        let want = head_values(&out.mesh);
+        let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let detector = retinaface::Detector::new(&config, &export_folded(&model).unwrap()).unwrap();
+        let branch = detector.network().mesh().expect("the branch loads");
+        let mut checked = 0;
+        detector.forward_with(&input, |heads| {
+            let mut offset = 0;
+            for (level, &count) in out.levels.iter().enumerate() {
+                let context = heads.context[level].expect("context kept for the branch");
+                let a = config.anchors.per_cell(level);
+                let c = branch.channels();
+                assert_eq!(context.h * context.w * a, count);
+                for cell in 0..context.h * context.w {
+                    for anchor in 0..a {
+                        let features = &context.data[cell * c..(cell + 1) * c];
+                        let ours = branch.params(level, anchor, features);
+                        let row = offset + cell * a + anchor;
+                        let theirs = &want[row * 144..(row + 1) * 144];
+                        for (x, y) in ours.iter().zip(theirs) {
+                            assert!((x - y).abs() <= 1e-4 * scale, "{x} vs {y}");
+                        }
+                        checked += 1;
+                    }
+                }
+                offset += count;
+            }
+        });
+        assert_eq!(
+            checked,
+            out.levels.iter().sum::<usize>(),
+            "{}",
+            config.summary()
+        );
+    }
+
+    // Placement: random codes, cameras and a 64-pixel crop centred at (32, 32), so the
+    // engine's image pixels are the renderer's crop pixels.
+    let spec = DecoderSpec::default();
+    let tensors = random_weights(&spec, 0.05, &mut rng);
+    let burn_decoder = MeshDecoder::new(&spec, Some(&tensors), &device, 0).unwrap();
+    let renderer = Renderer::new(Mesh::canonical(), 64, &device);
+    let branch_tensors = {
+        let mut t = tensors.clone();
+        let config = ModelConfig::mobilenet025().with_mesh();
+        let graph = retinaface::arch::Graph::new(&config);
+        let b = graph.mesh.clone().unwrap();
+        for head in &b.heads {
+            t.insert(
+                format!("{}.weight", head.name),
+                HostTensor::new(
+                    head.weight_shape(),
+                    vec![0.0; head.weight_shape().iter().product()],
+                ),
+            );
+            t.insert(
+                format!("{}.bias", head.name),
+                HostTensor::new(vec![head.cout], vec![0.0; head.cout]),
+            );
+        }
+        (b, t)
+    };
+    let branch =
+        retinaface::mesh::branch::BranchNet::new(&branch_tensors.0, &branch_tensors.1).unwrap();
+    for _ in 0..3 {
+        let mut params: Vec<f32> = (0..128).map(|_| rng.random_range(-1.0..1.0)).collect();
+        params
+            .extend([0.1, -0.2, 0.3, 0.2, -0.4, 0.1, 0.2].map(|v| v * rng.random_range(0.5..1.5)));
+        params.extend([0.0; 9]);
+        let mesh = branch.face_mesh(&params, [32.0, 32.0, 64.0, 64.0]);
+        // The renderer's screen positions of the same decoded mesh.
+        let code = tensor::<2>(params[..128].to_vec(), vec![1, 128], &device);
+        let raw = burn_decoder.forward(code);
+        let canonical: Vec<f32> = Mesh::canonical()
+            .vertices
+            .iter()
+            .flatten()
+            .copied()
+            .collect();
+        let vertices = tensor::<3>(canonical, vec![1, 468, 3], &device) + raw.narrow(2, 0, 3);
+        let camera = tensor::<2>(params[128..135].to_vec(), vec![1, 7], &device);
+        let (points, focal) = renderer.to_camera(vertices, camera);
+        let screen = host(renderer.project(points, focal.clone()));
+        let f = host(focal)[0];
+        let centre = 50.0 + 10.0 * params[130];
+        for (v, s) in mesh.vertices.iter().zip(screen.chunks_exact(3)) {
+            assert!(
+                (v[0] - s[0]).abs() < 1e-3 && (v[1] - s[1]).abs() < 1e-3,
+                "{v:?} vs {s:?}"
+            );
+            let depth = (s[2] - centre) * f / centre;
+            assert!((v[2] - depth).abs() < 1e-3, "{} vs {depth}", v[2]);
+        }
+    }
 }

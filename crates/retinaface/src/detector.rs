@@ -3,6 +3,7 @@
 use crate::config::ModelConfig;
 use crate::engine::Feature;
 use crate::error::Error;
+use crate::mesh::FaceMesh;
 use crate::model::{Network, Workspace};
 use crate::post::{anchors, coding, nms, Face};
 use crate::weights::{self, NamedTensors};
@@ -101,6 +102,9 @@ pub struct Detector {
 /// Raw network outputs of one pass, for benchmarks and tests.
 pub struct HeadOutputs<'a> {
     pub levels: &'a [Feature],
+    /// Per level, the context features the heads read (kept for networks with the mesh
+    /// branch; `None` otherwise on the interpreted networks).
+    pub context: Vec<Option<&'a Feature>>,
 }
 
 impl Detector {
@@ -125,10 +129,10 @@ impl Detector {
         })
     }
 
-    /// The embedded MobileNet-0.25 model.
+    /// The embedded MobileNet-0.25 model, with its mesh branch.
     pub fn default_model() -> Result<Self, Error> {
         let tensors = weights::embedded::tensors()?;
-        Self::new(&ModelConfig::mobilenet025(), &tensors)
+        Self::new(&weights::embedded::config(), &tensors)
     }
 
     /// Run passes on a dedicated pool of `threads` threads (0: the caller's rayon context,
@@ -162,6 +166,44 @@ impl Detector {
     /// Detect faces in an RGB image: at its own size, or, when its long side exceeds
     /// [`DetectOptions::max_side`], on a copy of that long side.
     pub fn detect(&self, image: &RgbImage, options: &DetectOptions) -> Result<Vec<Face>, Error> {
+        Ok(self
+            .detect_with(image, options, false)?
+            .into_iter()
+            .map(|(face, _)| face)
+            .collect())
+    }
+
+    /// Whether the model has the dense regression branch ([`Detector::detect_meshes`]).
+    pub fn has_mesh(&self) -> bool {
+        self.network.mesh().is_some()
+    }
+
+    /// As [`Detector::detect`], with each face's 3D mesh from the dense regression branch
+    /// (the same faces as `detect`'s: the branch runs on the kept detections only). An error
+    /// for a model without the branch.
+    pub fn detect_meshes(
+        &self,
+        image: &RgbImage,
+        options: &DetectOptions,
+    ) -> Result<Vec<(Face, FaceMesh)>, Error> {
+        if !self.has_mesh() {
+            return Err(Error::InvalidOption(
+                "this model has no mesh branch (the embedded model has one)".into(),
+            ));
+        }
+        Ok(self
+            .detect_with(image, options, true)?
+            .into_iter()
+            .filter_map(|(face, mesh)| Some((face, mesh?)))
+            .collect())
+    }
+
+    fn detect_with(
+        &self,
+        image: &RgbImage,
+        options: &DetectOptions,
+        meshes: bool,
+    ) -> Result<Vec<(Face, Option<FaceMesh>)>, Error> {
         options.validate()?;
         let (w, h) = image.dimensions();
         if w == 0 || h == 0 {
@@ -180,9 +222,9 @@ impl Detector {
                 };
                 let (sx, sy) = (w as f32 / pw as f32, h as f32 / ph as f32);
                 return Ok(self
-                    .detect(&small, &full)?
+                    .detect_with(&small, &full, meshes)?
                     .iter()
-                    .map(|f| f.scaled(sx, sy))
+                    .map(|(f, m)| (f.scaled(sx, sy), m.as_ref().map(|m| m.scaled(sx, sy))))
                     .collect());
             }
         }
@@ -190,7 +232,17 @@ impl Detector {
         Ok(self.with_workspace(|ws, input| {
             crate::input::to_tensor_into(image, self.config().mean_bgr, input);
             self.network.forward(input, ws);
-            decode(&self.network, ws, h as usize, w as usize, options)
+            let kept = decode(&self.network, ws, h as usize, w as usize, options);
+            let mut found: Vec<Option<FaceMesh>> = Vec::new();
+            if meshes {
+                let anchors: Vec<AnchorAt> = kept.iter().map(|(_, at)| *at).collect();
+                found = face_meshes(&self.network, ws, &anchors);
+            }
+            found.resize(kept.len(), None);
+            kept.into_iter()
+                .zip(found)
+                .map(|((face, _), mesh)| (face, mesh))
+                .collect()
         }))
     }
 
@@ -235,7 +287,13 @@ impl Detector {
     ) -> R {
         self.with_workspace(|ws, _| {
             self.network.forward(input, ws);
-            f(HeadOutputs { levels: &ws.heads })
+            let context = (0..self.config().levels())
+                .map(|l| self.network.context(ws, l))
+                .collect();
+            f(HeadOutputs {
+                levels: &ws.heads,
+                context,
+            })
         })
     }
 
@@ -269,8 +327,52 @@ impl Detector {
     }
 }
 
-/// Threshold, decode (only the anchors above the threshold), top-k, NMS.
-fn decode(net: &Network, ws: &Workspace, h: usize, w: usize, o: &DetectOptions) -> Vec<Face> {
+/// Where a candidate came from: its level, cell and anchor, and its prior in pixels
+/// (`[cx, cy, w, h]`).
+#[derive(Debug, Clone, Copy)]
+struct AnchorAt {
+    level: usize,
+    cell: usize,
+    anchor: usize,
+    prior: [f32; 4],
+}
+
+/// The mesh branch's meshes for the candidates at `anchors`, from the pass's context
+/// features (decoded together); `None` for all without the branch.
+fn face_meshes(net: &Network, ws: &Workspace, anchors: &[AnchorAt]) -> Vec<Option<FaceMesh>> {
+    let Some(branch) = net.mesh() else {
+        return vec![None; anchors.len()];
+    };
+    let c = branch.channels();
+    let params: Vec<Option<Vec<f32>>> = anchors
+        .iter()
+        .map(|at| {
+            let context = net.context(ws, at.level)?;
+            let features = context.data.get(at.cell * c..(at.cell + 1) * c)?;
+            Some(branch.params(at.level, at.anchor, features))
+        })
+        .collect();
+    let ready: Vec<(&[f32], [f32; 4])> = params
+        .iter()
+        .zip(anchors)
+        .filter_map(|(p, at)| Some((p.as_deref()?, at.prior)))
+        .collect();
+    let mut meshes = branch.face_meshes(&ready).into_iter();
+    params
+        .iter()
+        .map(|p| p.as_ref().and_then(|_| meshes.next()))
+        .collect()
+}
+
+/// Threshold, decode (only the anchors above the threshold), top-k, NMS: the kept faces with
+/// their anchors.
+fn decode(
+    net: &Network,
+    ws: &Workspace,
+    h: usize,
+    w: usize,
+    o: &DetectOptions,
+) -> Vec<(Face, AnchorAt)> {
     let config = net.config();
     let var = config.variances;
     // score = softmax(c)[1] = σ(c1 − c0) > t  ⟺  c1 − c0 > logit(t) (a sigmoid head: c0 >
@@ -307,23 +409,39 @@ fn decode(net: &Network, ws: &Workspace, h: usize, w: usize, o: &DetectOptions) 
                     coding::decode_landmarks(&p, &px[at..at + 10], var)
                         .map(|q| [q[0] * wf, q[1] * hf])
                 });
-                faces.push(Face {
+                let face = Face {
                     bbox: [b[0] * wf, b[1] * hf, b[2] * wf, b[3] * hf],
                     score,
                     landmarks,
-                });
+                };
+                let at = AnchorAt {
+                    level,
+                    cell,
+                    anchor: a,
+                    prior: [p.cx * wf, p.cy * hf, p.w * wf, p.h * hf],
+                };
+                faces.push((face, at));
             }
         }
     }
     // Faces are in anchor order here. The reference takes the top k by a stable descending
     // sort (ties: lower anchor first), then runs NMS in reversed ascending order (ties: higher
     // anchor first); equal float scores do occur, and the order decides which box survives.
-    faces.sort_by(|a, b| b.score.total_cmp(&a.score));
+    faces.sort_by(|a, b| b.0.score.total_cmp(&a.0.score));
     faces.truncate(o.top_k);
     let mut order: Vec<usize> = (0..faces.len()).collect();
-    order.sort_by(|&i, &j| faces[j].score.total_cmp(&faces[i].score).then(j.cmp(&i)));
-    let faces: Vec<Face> = order.into_iter().map(|i| faces[i]).collect();
-    nms::nms(&faces, o.nms, o.keep)
+    order.sort_by(|&i, &j| {
+        faces[j]
+            .0
+            .score
+            .total_cmp(&faces[i].0.score)
+            .then(j.cmp(&i))
+    });
+    let ordered: Vec<Face> = order.iter().map(|&i| faces[i].0).collect();
+    nms::nms_indices(&ordered, o.nms, o.keep)
+        .into_iter()
+        .map(|k| faces[order[k]])
+        .collect()
 }
 
 /// The face probability of a two-way softmax, computed as the reference's softmax is.

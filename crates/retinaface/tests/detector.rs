@@ -48,6 +48,63 @@ fn embedded_model_is_convert_of_the_onnx() {
     );
 }
 
+/// The embedded model with its mesh branch detects exactly what its detection weights alone
+/// detect (the branch's training froze them): the same faces, bit for bit, on the group photo
+/// and the 145 validation images at the WIDER FACE protocol's threshold (so the same AP),
+/// with a mesh for each; its tensors are
+/// the ONNX file's (folded) plus the branch's.
+#[test]
+fn the_mesh_branch_leaves_the_embedded_models_detections_unchanged() {
+    let meshed = Detector::default_model().unwrap();
+    assert!(meshed.has_mesh());
+    let onnx = weights::read_file(&common::onnx_model()).unwrap();
+    let config = retinaface::weights::infer_config(&onnx);
+    let folded = model::folded_tensors(&config, &onnx).unwrap();
+    let embedded = weights::embedded::tensors().unwrap();
+    for (name, t) in &folded {
+        assert_eq!(embedded[name].data, t.data, "{name}");
+    }
+    let extra: Vec<&String> = embedded
+        .keys()
+        .filter(|k| !folded.contains_key(*k))
+        .collect();
+    assert!(
+        extra
+            .iter()
+            .all(|k| k.starts_with("MeshHead.") || k.starts_with("mesh_decoder.")),
+        "{extra:?}"
+    );
+    let plain = Detector::new(&ModelConfig::mobilenet025(), &folded).unwrap();
+    assert!(!plain.has_mesh());
+    let mut photos = vec![common::photo()];
+    let val = common::shared().join("data/widerface/val/images");
+    for event in std::fs::read_dir(&val).unwrap() {
+        for f in std::fs::read_dir(event.unwrap().path()).unwrap() {
+            photos.push(f.unwrap().path());
+        }
+    }
+    photos.sort();
+    assert_eq!(photos.len(), 146);
+    // The WIDER FACE protocol's output (what AP is computed from).
+    let opts = DetectOptions {
+        threshold: 0.02,
+        max_side: None,
+        ..DetectOptions::default()
+    };
+    let mut total = 0;
+    for path in &photos {
+        let img = retinaface::input::load_image(path).unwrap();
+        let want = plain.detect(&img, &opts).unwrap();
+        // `detect` is `detect_meshes` without the meshes (one code path).
+        let with_meshes = meshed.detect_meshes(&img, &opts).unwrap();
+        let faces: Vec<Face> = with_meshes.iter().map(|(f, _)| *f).collect();
+        assert_eq!(faces, want, "{}", path.display());
+        assert!(with_meshes.iter().all(|(_, m)| m.vertices.len() == 468));
+        total += want.len();
+    }
+    assert!(total > 1000, "{total} faces");
+}
+
 /// Parity with `retinaface_ort.py --conf 0.3` on five photos (fixtures/reference_ort.json),
 /// with the tolerances of CONVENTIONS.md: every face above 0.5 on one side matched at IoU > 0.9
 /// among faces above 0.499 on the other; boxes and landmarks within 0.5 px, scores within 1e-3.

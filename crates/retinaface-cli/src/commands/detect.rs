@@ -3,12 +3,13 @@
 use crate::budget;
 use crate::files::{self, Input};
 use crate::model::ModelArgs;
-use crate::output::{self, Record};
+use crate::output::{self, FaceOut, Record};
 use crate::progress;
 use crate::video;
 use anyhow::{Context, Result};
 use image::RgbImage;
 use retinaface::input::resize::Resize;
+use retinaface::mesh::FaceMesh;
 use retinaface::tta::{self, Merge, Protocol};
 use retinaface::{DetectOptions, Detector, Face};
 use std::path::{Path, PathBuf};
@@ -141,6 +142,38 @@ fn detect_with(
     detect_image(detector, img, options, protocol)
 }
 
+/// Faces with their meshes, in one pass of the protocol's size (the callers refuse
+/// protocols of several passes).
+pub fn detect_meshes(
+    detector: &Detector,
+    img: &RgbImage,
+    options: &DetectOptions,
+    protocol: &Protocol,
+) -> Result<Vec<(Face, FaceMesh)>> {
+    let (w, h) = img.dimensions();
+    let passes = protocol.plan(w, h);
+    let (pw, ph) = match passes.as_slice() {
+        [] => return Ok(Vec::new()),
+        [p] => (p.width, p.height),
+        _ => anyhow::bail!("--mesh runs on one pass"),
+    };
+    if (pw, ph) == (w, h) {
+        return Ok(detector.detect_meshes(img, options)?);
+    }
+    options.check_pass(pw, ph)?;
+    let small = retinaface::input::resize::resize_bilinear(img, pw, ph);
+    let one = DetectOptions {
+        max_side: None,
+        ..options.clone()
+    };
+    let (sx, sy) = (w as f32 / pw as f32, h as f32 / ph as f32);
+    Ok(detector
+        .detect_meshes(&small, &one)?
+        .into_iter()
+        .map(|(f, m)| (f.scaled(sx, sy), m.scaled(sx, sy)))
+        .collect())
+}
+
 #[derive(clap::Args)]
 pub struct Args {
     /// Image files or folders (searched recursively).
@@ -164,6 +197,19 @@ pub struct Args {
     /// lines beside FILE as `<video stem>.jsonl`.
     #[arg(long)]
     jsonl: Option<PathBuf>,
+    /// Each face's 3D mesh from the dense regression branch: 468 vertices in the JSON
+    /// (`"mesh": {"vertices": [[x, y, depth], ...]}`, image pixels, depth behind the face's
+    /// centre), its wireframe in `--draw`'s pictures. Needs a model with the branch (the
+    /// embedded one has it); one plain pass (with --resize at most).
+    #[arg(long)]
+    mesh: bool,
+    /// With the mesh, each vertex's colour in the JSON (`"mesh_colors"`, RGB in [0, 1]).
+    #[arg(long)]
+    mesh_colors: bool,
+    /// Write each face's mesh as a Wavefront OBJ with vertex colours into this folder:
+    /// `<photo>-face<k>.obj` (k from 0, in the JSON's order).
+    #[arg(long, value_name = "DIR")]
+    mesh_obj: Option<PathBuf>,
     #[command(flatten)]
     detect: DetectArgs,
     #[command(flatten)]
@@ -176,6 +222,15 @@ struct Plan {
     draw: Vec<Option<PathBuf>>,
     /// `--wider` file per photo, or why the photo has none (another photo's file).
     wider: Vec<Option<Result<PathBuf, String>>>,
+    /// `--mesh-obj` name per photo, without extension (`-face<k>.obj` is added per face).
+    mesh_obj: Vec<Option<PathBuf>>,
+}
+
+impl Args {
+    /// Whether any flag asks for the meshes.
+    fn wants_mesh(&self) -> bool {
+        self.mesh || self.mesh_colors || self.mesh_obj.is_some()
+    }
 }
 
 pub fn run(a: Args) -> Result<ExitCode> {
@@ -192,6 +247,11 @@ pub fn run(a: Args) -> Result<ExitCode> {
     options.validate()?;
     let protocol = a.detect.protocol()?;
     refuse_impossible_passes(&protocol, options.max_image_pixels)?;
+    if a.wants_mesh() && (protocol.flip || protocol.sizes.len() > 1 || a.detect.rotations) {
+        anyhow::bail!(
+            "--mesh runs on one pass: it does not combine with --tta, --scales, --flip or --rotations"
+        );
+    }
     let threads = a.model.threads()?;
     let (inputs, mut failures) = files::collect_reported(&a.paths, &files::media_extensions());
     let (videos, inputs): (Vec<Input>, Vec<Input>) =
@@ -228,6 +288,11 @@ pub fn run(a: Args) -> Result<ExitCode> {
     let detector = a
         .model
         .load_with_threads(if parallel { 0 } else { threads })?;
+    if a.wants_mesh() && !detector.has_mesh() {
+        anyhow::bail!(
+            "--mesh needs a model with the mesh branch; this one has none (the embedded model has one)"
+        );
+    }
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .build()?;
@@ -363,6 +428,7 @@ fn check_video_flags(a: &Args, videos: &[Input]) -> Result<()> {
         ("--draw", a.draw.is_some()),
         ("--wider", a.wider.is_some()),
         ("--csv", a.csv.is_some()),
+        ("--mesh", a.wants_mesh()),
     ];
     if let Some((flag, _)) = flags.iter().find(|(_, on)| *on) {
         anyhow::bail!(
@@ -431,7 +497,17 @@ fn plan_outputs(a: &Args, inputs: &[Input]) -> Result<Plan> {
     let mut plan = Plan {
         draw: vec![None; inputs.len()],
         wider: vec![None; inputs.len()],
+        mesh_obj: vec![None; inputs.len()],
     };
+    if let Some(dir) = &a.mesh_obj {
+        // Unique names per photo; `-face<k>.obj` after each keeps them unique per face.
+        let names = files::output_names(inputs, |_| "obj".into());
+        files::prepare_output_dir(dir)?;
+        plan.mesh_obj = names
+            .iter()
+            .map(|n| Some(dir.join(n.with_extension(""))))
+            .collect();
+    }
     if let Some(dir) = &a.draw {
         let names = files::output_names(inputs, Input::extension);
         let paths: Vec<PathBuf> = names.iter().map(|n| dir.join(n)).collect();
@@ -535,19 +611,58 @@ fn process(
         None => None,
     };
     let img = a.model.load_image(&input.path)?;
-    let faces = detect_with(detector, &img, options, protocol, a.detect.rotations)
-        .with_context(|| input.path.display().to_string())?;
+    let (faces, meshes) = if a.wants_mesh() {
+        let found = detect_meshes(detector, &img, options, protocol)
+            .with_context(|| input.path.display().to_string())?;
+        found.into_iter().map(|(f, m)| (f, Some(m))).unzip()
+    } else {
+        let faces = detect_with(detector, &img, options, protocol, a.detect.rotations)
+            .with_context(|| input.path.display().to_string())?;
+        let none = vec![None; faces.len()];
+        (faces, none)
+    };
     if let Some(path) = wider {
         output::write_wider(path, &input.stem(), &faces)?;
     }
-    let shown_faces: Vec<Face> = faces.into_iter().filter(|f| f.score > shown).collect();
-    if let Some(path) = &plan.draw[k] {
-        output::save_image(&output::draw(&img, &shown_faces), path)?;
+    let shown: Vec<(Face, Option<FaceMesh>)> = faces
+        .into_iter()
+        .zip(meshes)
+        .filter(|(f, _)| f.score > shown)
+        .collect();
+    if let Some(base) = &plan.mesh_obj[k] {
+        let triangles = &retinaface::mesh::Mesh::canonical().triangles;
+        for (i, mesh) in shown.iter().filter_map(|(_, m)| m.as_ref()).enumerate() {
+            let mut name = base.as_os_str().to_owned();
+            name.push(format!("-face{i}.obj"));
+            let path = PathBuf::from(name);
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("cannot create {}", dir.display()))?;
+            }
+            files::write_atomic(&path, mesh.to_obj(triangles).as_bytes())?;
+        }
     }
+    if let Some(path) = &plan.draw[k] {
+        let faces: Vec<Face> = shown.iter().map(|(f, _)| *f).collect();
+        let mut drawn = output::draw(&img, &faces);
+        if a.mesh {
+            for mesh in shown.iter().filter_map(|(_, m)| m.as_ref()) {
+                output::draw_mesh(&mut drawn, mesh);
+            }
+        }
+        output::save_image(&drawn, path)?;
+    }
+    let faces = shown
+        .into_iter()
+        .map(|(f, m)| match (&m, a.mesh || a.mesh_colors) {
+            (Some(m), true) => FaceOut::with_mesh(f, m, a.mesh_colors),
+            _ => FaceOut::plain(f),
+        })
+        .collect();
     Ok(Record {
         image: input.name.to_string_lossy().into_owned(),
         width: img.width(),
         height: img.height(),
-        faces: shown_faces,
+        faces,
     })
 }

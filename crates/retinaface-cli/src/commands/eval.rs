@@ -4,7 +4,7 @@
 //! Results go to standard output (a table, or exactly one line of JSON with `--json`);
 //! progress and logs to standard error.
 
-use crate::commands::detect::{detect_image, DetectArgs};
+use crate::commands::detect::{detect_image, detect_meshes, DetectArgs};
 use crate::files;
 use crate::model::ModelArgs;
 use crate::output;
@@ -91,6 +91,10 @@ struct LandmarkArgs {
     /// Print exactly one line of JSON with the figures.
     #[arg(long)]
     json: bool,
+    /// Score the five landmark vertices of each face's mesh (the dense regression branch:
+    /// eye centres, nose tip, mouth corners) instead of the landmark head's points.
+    #[arg(long)]
+    mesh: bool,
     #[command(flatten)]
     detect: DetectArgs,
     #[command(flatten)]
@@ -330,7 +334,13 @@ fn landmarks(a: LandmarkArgs) -> Result<ExitCode> {
     let protocol = a.detect.protocol()?;
     let threads = a.model.threads()?;
     let detector = a.model.load_with_threads(threads)?;
-    if !detector.config().has_landmarks() {
+    if a.mesh && !detector.has_mesh() {
+        bail!("--mesh needs a model with the mesh branch (the embedded model has one)");
+    }
+    if a.mesh && (protocol.flip || protocol.sizes.len() > 1) {
+        bail!("--mesh runs on one pass: it does not combine with --tta, --scales or --flip");
+    }
+    if !a.mesh && !detector.config().has_landmarks() {
         bail!(
             "this model ({}) predicts no landmarks",
             detector.config().summary()
@@ -349,11 +359,19 @@ fn landmarks(a: LandmarkArgs) -> Result<ExitCode> {
                 a.images.display()
             )
         })?;
-        let faces = detect_image(&detector, &img, &options, &protocol)
-            .with_context(|| format!("{}", path.display()))?;
-        detections.insert(
-            image.path.clone(),
-            faces
+        let found: Vec<LandmarkDetection> = if a.mesh {
+            detect_meshes(&detector, &img, &options, &protocol)
+                .with_context(|| format!("{}", path.display()))?
+                .into_iter()
+                .map(|(f, m)| LandmarkDetection {
+                    bbox: f.bbox,
+                    score: f.score,
+                    landmarks: m.landmarks(),
+                })
+                .collect()
+        } else {
+            detect_image(&detector, &img, &options, &protocol)
+                .with_context(|| format!("{}", path.display()))?
                 .into_iter()
                 .filter_map(|f| {
                     Some(LandmarkDetection {
@@ -362,8 +380,9 @@ fn landmarks(a: LandmarkArgs) -> Result<ExitCode> {
                         landmarks: f.landmarks?,
                     })
                 })
-                .collect(),
-        );
+                .collect()
+        };
+        detections.insert(image.path.clone(), found);
         bar.inc(1);
     }
     let seconds = start.elapsed().as_secs_f64();

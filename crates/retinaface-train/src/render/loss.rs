@@ -156,7 +156,8 @@ impl BranchTerm {
 
     /// L_pixel of `chosen` anchors; `params` is the network's `[B, N, P]` mesh output,
     /// `images` the batch input (`[B, 3, s, s]` BGR minus `mean_bgr`), `priors` the anchors
-    /// in pixels. `None` when no anchor is chosen.
+    /// as fractions of the input's side (as the loader's and `post::anchors::priors` are).
+    /// `None` when no anchor is chosen.
     #[allow(clippy::too_many_arguments)]
     pub fn loss(
         &self,
@@ -168,6 +169,24 @@ impl BranchTerm {
         s: usize,
         mean_bgr: [f32; 3],
     ) -> Option<Tensor<1>> {
+        let (rendering, targets) =
+            self.render_chosen(params, decoder, chosen, priors, images, s, mean_bgr)?;
+        Some(pixel_loss(&rendering, &targets, self.renderer.size()))
+    }
+
+    /// The renderings of `chosen` anchors and the crops of the input they are compared with
+    /// (`[chosen, size, size, 3]`, as [`crops`] makes them); arguments as [`BranchTerm::loss`].
+    #[allow(clippy::too_many_arguments)]
+    pub fn render_chosen(
+        &self,
+        params: Tensor<3>,
+        decoder: &MeshDecoder,
+        chosen: &[(usize, usize)],
+        priors: &[Prior],
+        images: &[f32],
+        s: usize,
+        mean_bgr: [f32; 3],
+    ) -> Option<(Rendering, Vec<f32>)> {
         if chosen.is_empty() {
             return None;
         }
@@ -185,18 +204,20 @@ impl BranchTerm {
         let crop = self.renderer.size();
         let plane = 3 * s * s;
         let mut targets = Vec::with_capacity(m * crop * crop * 3);
+        // Priors are fractions of the (square) input; crops are cut in its pixels.
+        let side = s as f32;
         for &(i, a) in chosen {
             let q = priors[a];
             let corners = [
-                q.cx - q.w / 2.0,
-                q.cy - q.h / 2.0,
-                q.cx + q.w / 2.0,
-                q.cy + q.h / 2.0,
+                (q.cx - q.w / 2.0) * side,
+                (q.cy - q.h / 2.0) * side,
+                (q.cx + q.w / 2.0) * side,
+                (q.cy + q.h / 2.0) * side,
             ];
             let image = &images[i * plane..(i + 1) * plane];
             targets.extend(crops_of_input(image, s, mean_bgr, &[corners], crop));
         }
-        Some(pixel_loss(&rendering, &targets, crop))
+        Some((rendering, targets))
     }
 }
 
@@ -224,6 +245,49 @@ mod tests {
         // Beyond the border: black.
         let outside = crops(&image, &[[-20.0, -20.0, -10.0, -10.0]], 2);
         assert!(outside.iter().all(|&v| v == 0.0));
+    }
+
+    #[test]
+    fn each_chosen_anchor_is_compared_with_the_crop_of_its_prior() {
+        let device = Device::flex();
+        // A 32 × 32 input, black on the left half, white on the right (BGR minus the mean).
+        let (s, mean) = (32, [104.0, 117.0, 123.0]);
+        let mut image = vec![0f32; 3 * s * s];
+        for c in 0..3 {
+            for y in 0..s {
+                for x in 0..s {
+                    let v = if x < s / 2 { 0.0 } else { 255.0 };
+                    image[c * s * s + y * s + x] = v - mean[c];
+                }
+            }
+        }
+        // Priors as fractions of the input: one on each half.
+        let prior = |cx| Prior {
+            cx,
+            cy: 0.5,
+            w: 0.4,
+            h: 0.4,
+        };
+        let priors = [prior(0.25), prior(0.75)];
+        let spec = retinaface::mesh::decoder::DecoderSpec::default();
+        let decoder = MeshDecoder::new(&spec, None, &device, 0).unwrap();
+        let p = retinaface::mesh::anchor_params(&spec);
+        let params = Tensor::<3>::zeros([1, 2, p], &device);
+        let term = BranchTerm::new(8, &device);
+        let (_, targets) = term
+            .render_chosen(
+                params,
+                &decoder,
+                &[(0, 0), (0, 1)],
+                &priors,
+                &image,
+                s,
+                mean,
+            )
+            .unwrap();
+        let (left, right) = targets.split_at(8 * 8 * 3);
+        assert!(left.iter().all(|&v| v == 0.0), "{left:?}");
+        assert!(right.iter().all(|&v| v == 1.0), "{right:?}");
     }
 
     #[test]

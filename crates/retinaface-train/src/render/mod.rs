@@ -29,13 +29,8 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use raster::{rasterize, Fragment};
 use retinaface::mesh::Mesh;
 
-/// The nominal camera distance, cm.
-pub const DISTANCE: f32 = 50.0;
-/// Camera and light positions are predicted in units of this many cm.
-pub const POSITION_UNIT: f32 = 10.0;
-/// Length of P_cam and P_ill.
-pub const CAMERA_PARAMS: usize = 7;
-pub const LIGHT_PARAMS: usize = 9;
+pub use retinaface::mesh::camera::{DISTANCE, POSITION_UNIT};
+pub use retinaface::mesh::{CAMERA_PARAMS, LIGHT_PARAMS};
 
 impl Rendering {
     /// The renderings as `count` pictures of `size × size`, uncovered pixels black.
@@ -93,19 +88,12 @@ impl Renderer {
             .flatten()
             .map(|&v| i64::from(v))
             .collect();
-        let (lo, hi) = mesh
-            .vertices
-            .iter()
-            .fold((f32::MAX, f32::MIN), |(lo, hi), v| {
-                (lo.min(v[1]), hi.max(v[1]))
-            });
-        let height = (hi - lo).max(1e-3);
         Renderer {
             size,
             triangles: mesh.triangles.clone(),
             incidence: Tensor::from_data(TensorData::new(incidence, vec![n, t]), device),
             corners: Tensor::from_data(TensorData::new(corners, vec![t * 3]), device),
-            focal: 0.9 * size as f32 * DISTANCE / height,
+            focal: retinaface::mesh::camera::nominal_focal(mesh, size as f32),
         }
     }
 

@@ -2,11 +2,14 @@
 //! canonical face, embedded), the hierarchy of coarser meshes its decoder up-samples
 //! through, and the Chebyshev graph convolution on each level's scaled Laplacian.
 
+pub mod branch;
+pub mod camera;
 pub mod chebyshev;
 pub mod decoder;
 pub mod hierarchy;
 pub mod topology;
 
+pub use branch::FaceMesh;
 pub use topology::{Mesh, MeshError};
 
 /// Values of P_cam per anchor: camera position, pose and focal length (SPEC §1.7).

@@ -25,6 +25,9 @@ pub(crate) struct Interpreter {
     last_use: Vec<usize>,
     /// Per level, the values concatenated into its head output.
     heads: Vec<Vec<Value>>,
+    /// Per level, the context value the mesh branch reads (kept after a pass), for networks
+    /// with the branch.
+    context: Vec<Value>,
 }
 
 impl Interpreter {
@@ -68,7 +71,12 @@ impl Interpreter {
                 }
             }
         }
-        for v in outputs {
+        let context: Vec<Value> = graph
+            .mesh
+            .iter()
+            .flat_map(|m| m.levels.iter().map(|&(_, v)| v))
+            .collect();
+        for &v in outputs.iter().chain(&context) {
             last_use[v] = usize::MAX;
         }
         let heads = graph
@@ -87,6 +95,7 @@ impl Interpreter {
             needed,
             last_use,
             heads,
+            context,
         })
     }
 
@@ -94,11 +103,24 @@ impl Interpreter {
         &self.graph
     }
 
+    /// The value holding level `level`'s context features after a pass (networks with the
+    /// mesh branch).
+    pub fn context(&self, level: usize) -> Option<Value> {
+        self.context.get(level).copied()
+    }
+
     /// Run on an NHWC input; each level's outputs land in `ws.heads[level]` as
     /// `[score | boxes | landmarks]` per pixel.
     pub fn forward(&self, input: &Feature, ws: &mut Workspace) {
         let n = self.graph.ops.len();
         ws.values.resize_with(n + 1, Feature::default);
+        // The previous pass's kept context maps go back to the pool.
+        for &v in &self.context {
+            let kept = std::mem::take(&mut ws.values[v]);
+            if kept.data.capacity() > 0 {
+                ws.pool.push(kept);
+            }
+        }
         for (i, op) in self.graph.ops.iter().enumerate() {
             let v = i + 1;
             if !self.needed[v] {

@@ -19,6 +19,7 @@ pub use builder::{folded, take};
 use crate::arch::Graph;
 use crate::config::{Backbone, ModelConfig};
 use crate::engine::{Conv2d, Feature};
+use crate::mesh::branch::BranchNet;
 use crate::weights::{NamedTensors, WeightsError};
 use builder::Builder;
 use interpreter::Interpreter;
@@ -50,6 +51,8 @@ enum Plan {
 pub struct Network {
     config: ModelConfig,
     plan: Plan,
+    /// The dense regression branch, for models with one.
+    mesh: Option<BranchNet>,
     /// Per level, the width and height of each anchor of a cell (computed once, read for
     /// every candidate of every pass).
     anchor_shapes: Vec<Vec<(f32, f32)>>,
@@ -172,6 +175,11 @@ impl Network {
                 names.join(", ")
             )));
         }
+        let mesh = graph
+            .mesh
+            .as_ref()
+            .map(|branch| BranchNet::new(branch, tensors))
+            .transpose()?;
         let plan = if config.is_port() {
             Plan::Port(PortPlan::new(config, &graph, tensors)?)
         } else {
@@ -183,6 +191,7 @@ impl Network {
         Ok(Network {
             config: config.clone(),
             plan,
+            mesh,
             anchor_shapes,
         })
     }
@@ -209,6 +218,22 @@ impl Network {
     /// Width and height (pixels) of each anchor of a cell on `level`, in output order.
     pub fn anchor_shapes(&self, level: usize) -> &[(f32, f32)] {
         &self.anchor_shapes[level]
+    }
+
+    /// The dense regression branch, for models with one.
+    pub fn mesh(&self) -> Option<&BranchNet> {
+        self.mesh.as_ref()
+    }
+
+    /// Level `level`'s context features of the last [`Network::forward`] in `ws` (what its
+    /// heads read): always kept for a network with the mesh branch.
+    pub fn context<'a>(&self, ws: &'a Workspace, level: usize) -> Option<&'a Feature> {
+        let f = match &self.plan {
+            Plan::Port(_) if level < ws.lateral.len() => &ws.lateral[level],
+            Plan::Port(_) => ws.context.get(level)?,
+            Plan::Graph(g) => ws.values.get(g.context(level)?)?,
+        };
+        (!f.data.is_empty()).then_some(f)
     }
 
     /// Whether this network runs on the fused plan of the port's networks.

@@ -15,7 +15,15 @@ pub fn iou_plus1(a: &[f32; 4], b: &[f32; 4]) -> f32 {
 /// Keep the best face, drop those overlapping it by more than `threshold`, repeat; at most
 /// `keep` faces. `faces` must be sorted by descending score.
 pub fn nms(faces: &[Face], threshold: f32, keep: usize) -> Vec<Face> {
-    let mut out: Vec<Face> = Vec::new();
+    nms_indices(faces, threshold, keep)
+        .into_iter()
+        .map(|i| faces[i])
+        .collect()
+}
+
+/// As [`nms`], the indices of the faces kept.
+pub fn nms_indices(faces: &[Face], threshold: f32, keep: usize) -> Vec<usize> {
+    let mut out: Vec<usize> = Vec::new();
     let mut suppressed = vec![false; faces.len()];
     for i in 0..faces.len() {
         if out.len() >= keep {
@@ -24,7 +32,7 @@ pub fn nms(faces: &[Face], threshold: f32, keep: usize) -> Vec<Face> {
         if suppressed[i] {
             continue;
         }
-        out.push(faces[i]);
+        out.push(i);
         for j in i + 1..faces.len() {
             if !suppressed[j] && iou_plus1(&faces[i].bbox, &faces[j].bbox) > threshold {
                 suppressed[j] = true;
