@@ -19,6 +19,13 @@ impl Sparse {
     /// Y = M X for X of `channels` columns (row-major).
     pub fn multiply(&self, x: &[f32], channels: usize) -> Vec<f32> {
         let mut y = vec![0f32; self.n * channels];
+        self.multiply_into(x, channels, &mut y);
+        y
+    }
+
+    /// Y = M X into `y` (`n × channels`, overwritten).
+    pub fn multiply_into(&self, x: &[f32], channels: usize, y: &mut [f32]) {
+        y.fill(0.0);
         for (i, out) in y.chunks_exact_mut(channels).enumerate() {
             for k in self.row_start[i]..self.row_start[i + 1] {
                 let (j, v) = (self.cols[k] as usize, self.values[k]);
@@ -27,7 +34,6 @@ impl Sparse {
                 }
             }
         }
-        y
     }
 
     /// The dense matrix, row-major (tests and export).
@@ -174,6 +180,64 @@ impl ChebConv {
         }
         y
     }
+}
+
+/// Σ_k T_k(L̃) Z_k by Clenshaw's recurrence: b_k = Z_k + 2 L̃ b_(k+1) − b_(k+2) from k = K−1
+/// down to 1, then Z_0 + L̃ b_1 − b_2. It is the same polynomial as the forward recurrence
+/// with K − 1 products by L̃, but the products act on Z's `channels` (a layer's outputs)
+/// rather than X's inputs: with Z_k = X Θ_k computed first, a layer that halves the
+/// channels halves the sparse work too.
+///
+/// `z` is `[n, groups, order, channels]` (vertex-major, then independent groups, e.g. one
+/// per face, then the K blocks); the result is `[n, groups, channels]`.
+pub fn clenshaw(
+    laplacian: &Sparse,
+    z: &[f32],
+    groups: usize,
+    order: usize,
+    channels: usize,
+) -> Vec<f32> {
+    let n = laplacian.n;
+    let width = groups * channels;
+    debug_assert_eq!(z.len(), n * groups * order * channels);
+    // The block Z_k of group g at vertex v.
+    let block = |v: usize, g: usize, k: usize| {
+        let at = ((v * groups + g) * order + k) * channels;
+        &z[at..at + channels]
+    };
+    let gather = |k: usize| -> Vec<f32> {
+        (0..n)
+            .flat_map(|v| (0..groups).flat_map(move |g| block(v, g, k).iter().copied()))
+            .collect()
+    };
+    if order == 1 {
+        return gather(0);
+    }
+    // b1 = b_(k+1), b2 = b_(k+2); b_(K−1) = Z_(K−1) as b_K = b_(K+1) = 0.
+    let mut b1 = gather(order - 1);
+    let mut b2 = vec![0f32; n * width];
+    let mut product = vec![0f32; n * width];
+    let mut step = |b1: &[f32], b2: &mut [f32], k: usize, twice: f32| {
+        laplacian.multiply_into(b1, width, &mut product);
+        for v in 0..n {
+            for g in 0..groups {
+                let at = v * width + g * channels;
+                let rows = b2[at..at + channels]
+                    .iter_mut()
+                    .zip(&product[at..at + channels]);
+                for ((b, &p), &zk) in rows.zip(block(v, g, k)) {
+                    *b = zk + twice * p - *b;
+                }
+            }
+        }
+    };
+    for k in (1..order - 1).rev() {
+        // The new b_k overwrites b_(k+2), then the names shift.
+        step(&b1, &mut b2, k, 2.0);
+        std::mem::swap(&mut b1, &mut b2);
+    }
+    step(&b1, &mut b2, 0, 1.0);
+    b2
 }
 
 #[cfg(test)]
@@ -340,6 +404,49 @@ mod tests {
                 near,
                 "vertex {v}"
             );
+        }
+    }
+    #[test]
+    fn clenshaw_sums_the_same_polynomial_as_the_forward_recurrence() {
+        let hierarchy = crate::mesh::hierarchy::Hierarchy::canonical();
+        let (laplacian, _) = scaled_laplacian(&hierarchy.levels[2].adjacency());
+        let n = laplacian.n;
+        for order in [1, 2, 3, 6] {
+            let (inputs, outputs, groups) = (5, 3, 2);
+            let conv = layer(order, inputs, outputs);
+            let xs: Vec<Vec<f32>> = (0..groups)
+                .map(|g| {
+                    (0..n * inputs)
+                        .map(|i| ((i * 7 + g * 3) % 11) as f32 / 11.0 - 0.5)
+                        .collect()
+                })
+                .collect();
+            // Z_k = X Θ_k, laid out [n, groups, order, outputs].
+            let mut z = vec![0f32; n * groups * order * outputs];
+            for (g, x) in xs.iter().enumerate() {
+                for v in 0..n {
+                    for k in 0..order {
+                        for o in 0..outputs {
+                            z[((v * groups + g) * order + k) * outputs + o] = (0..inputs)
+                                .map(|i| {
+                                    x[v * inputs + i] * conv.weight[(k * inputs + i) * outputs + o]
+                                })
+                                .sum();
+                        }
+                    }
+                }
+            }
+            let y = clenshaw(&laplacian, &z, groups, order, outputs);
+            for (g, x) in xs.iter().enumerate() {
+                let reference = conv.forward(&laplacian, x);
+                for v in 0..n {
+                    for o in 0..outputs {
+                        let got = y[(v * groups + g) * outputs + o] + conv.bias[o];
+                        let want = reference[v * outputs + o];
+                        assert!((got - want).abs() < 1e-5, "K {order}: {got} vs {want}");
+                    }
+                }
+            }
         }
     }
 }

@@ -8,7 +8,7 @@
 //! The layers are described here once ([`DecoderSpec::layers`]); the engine runs them with
 //! [`MeshDecoder`], the trainer instantiates the same list on burn tensors.
 
-use super::chebyshev::{scaled_laplacian, ChebConv, Sparse};
+use super::chebyshev::{clenshaw, scaled_laplacian, ChebConv, Sparse};
 use super::hierarchy::Hierarchy;
 use crate::engine::{Activation, Conv2d, Feature};
 use crate::weights::{NamedTensors, WeightsError};
@@ -127,23 +127,28 @@ pub struct MeshDecoder {
     stacked: Vec<Conv2d>,
 }
 
-/// A Chebyshev layer Σ_k T_k(L̃) X Θ_k + b as one product: [T_0 X | … | T_{K−1} X]
-/// (vertices × K·inputs) times the stacked Θ (K·inputs × outputs), run as a 1×1 convolution
-/// on a one-row map by the engine's register-blocked SIMD kernel. Measured with `retinaface
-/// bench --image t1.jpg --mesh --threads 1`: the plain loops made `detect --mesh` 13 %
-/// slower than `detect` on the group photo's six faces.
+/// A Chebyshev layer's weights as one product X [Θ_0 | … | Θ_{K−1}] (inputs → K·outputs per
+/// vertex), run as a 1×1 convolution on a one-row map by the engine's register-blocked SIMD
+/// kernel; [`clenshaw`] then sums Σ_k T_k(L̃) (X Θ_k) with its sparse products on the
+/// outputs. As Θ and the up-sampling are both linear, the product runs on the coarse level
+/// before up-sampling. Measured with `retinaface bench --image t1.jpg --mesh --threads 1`
+/// (six faces): the plain loops made `detect --mesh` 1.13× `detect`, the forward recurrence
+/// with [T_0 X | … | T_5 X] · [Θ_0; …; Θ_5] on the kernel 1.053–1.055× (docs/mesh.md has
+/// this order's figure).
 fn stacked(conv: &ChebConv) -> Conv2d {
     let (k, i, o) = (conv.order, conv.inputs, conv.outputs);
-    let mut oihw = vec![0f32; o * k * i];
-    for row in 0..k * i {
-        for out in 0..o {
-            oihw[out * k * i + row] = conv.weight[row * o + out];
+    let mut oihw = vec![0f32; k * o * i];
+    for order in 0..k {
+        for input in 0..i {
+            for out in 0..o {
+                oihw[(order * o + out) * i + input] = conv.weight[(order * i + input) * o + out];
+            }
         }
     }
     Conv2d::from_oihw(
         &oihw,
-        &conv.bias,
-        (o, k * i, 1),
+        &vec![0.0; k * o],
+        (k * o, i, 1),
         1,
         0,
         false,
@@ -210,9 +215,10 @@ impl MeshDecoder {
         self.decode_many(&[code]).pop().unwrap_or_default()
     }
 
-    /// Decode several codes at once: each layer's products run over every face's vertices
-    /// together, which fills the engine kernel's six-pixel blocks (one face's fully connected
-    /// layer is a single pixel).
+    /// Decode several codes at once: each product runs over every face's vertices together,
+    /// which fills the engine kernel's six-pixel blocks (one face's fully connected layer is a
+    /// single pixel). Between layers the features are `[vertices, faces, channels]`, so the
+    /// sparse products run over every face's channels in one pass.
     pub fn decode_many(&self, codes: &[&[f32]]) -> Vec<Vec<f32>> {
         let m = codes.len();
         if m == 0 {
@@ -227,55 +233,48 @@ impl MeshDecoder {
             dst.copy_from_slice(code);
         }
         self.fc.forward(&input, &mut out, &mut scratch);
-        let mut xs: Vec<Vec<f32>> = out
-            .data
-            .chunks_exact(out.data.len() / m)
-            .map(<[f32]>::to_vec)
-            .collect();
         let mut channels = self.spec.channels[levels - 1];
+        let mut n = self.hierarchy.levels[levels - 1].len();
+        // Face-major → vertex-major: [n, m, channels].
+        let mut x = vec![0f32; n * m * channels];
+        for (face, y) in out.data.chunks_exact(n * channels).enumerate() {
+            for (v, row) in y.chunks_exact(channels).enumerate() {
+                let at = (v * m + face) * channels;
+                x[at..at + channels].copy_from_slice(row);
+            }
+        }
         for ((conv, layer), gemm) in self.convs.iter().zip(&self.stacked) {
-            if layer.upsample {
-                for x in &mut xs {
-                    *x = self.hierarchy.upsample(layer.level, x, channels);
-                }
-            }
-            // Per face, [T_0 X | T_1 X | …] per vertex, by the recurrence
-            // T_k = 2 L̃ T_{k−1} − T_{k−2}; then one product for all faces.
-            let laplacian = &self.laplacians[layer.level];
-            let (n, c, order) = (laplacian.n, conv.inputs, conv.order);
-            input.reshape(1, m * n, order * c);
-            for (face, x) in xs.iter().enumerate() {
-                let block = &mut input.data[face * n * order * c..(face + 1) * n * order * c];
-                let mut previous: Vec<f32> = Vec::new();
-                let mut current = x.clone();
-                for k in 0..order {
-                    if k == 1 {
-                        previous = std::mem::replace(&mut current, laplacian.multiply(x, c));
-                    } else if k > 1 {
-                        let mut next = laplacian.multiply(&current, c);
-                        next.iter_mut()
-                            .zip(&previous)
-                            .for_each(|(t, p)| *t = 2.0 * *t - p);
-                        previous = std::mem::replace(&mut current, next);
-                    }
-                    for (v, t) in current.chunks_exact(c).enumerate() {
-                        let at = v * order * c + k * c;
-                        block[at..at + c].copy_from_slice(t);
-                    }
-                }
-            }
+            // Z = X [Θ_0 | … | Θ_{K−1}] on the level X lives on, then up-sampled.
+            input.reshape(1, n * m, channels);
+            input.data.copy_from_slice(&x);
             gemm.forward(&input, &mut out, &mut scratch);
-            let per = n * conv.outputs;
-            for (x, y) in xs.iter_mut().zip(out.data.chunks_exact(per)) {
-                x.clear();
-                x.extend_from_slice(y);
+            let width = m * conv.order * conv.outputs;
+            let z = if layer.upsample {
+                self.hierarchy.upsample(layer.level, &out.data, width)
+            } else {
+                std::mem::take(&mut out.data)
+            };
+            let laplacian = &self.laplacians[layer.level];
+            n = laplacian.n;
+            x = clenshaw(laplacian, &z, m, conv.order, conv.outputs);
+            for row in x.chunks_exact_mut(conv.outputs) {
+                row.iter_mut().zip(&conv.bias).for_each(|(v, b)| *v += b);
                 if layer.elu {
-                    x.iter_mut().for_each(|v| *v = elu(*v));
+                    row.iter_mut().for_each(|v| *v = elu(*v));
                 }
             }
             channels = conv.outputs;
         }
-        xs
+        (0..m)
+            .map(|face| {
+                (0..n)
+                    .flat_map(|v| {
+                        let at = (v * m + face) * channels;
+                        x[at..at + channels].iter().copied()
+                    })
+                    .collect()
+            })
+            .collect()
     }
 }
 
