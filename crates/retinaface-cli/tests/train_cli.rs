@@ -4,33 +4,14 @@
 
 mod common;
 
-use common::{s, shared, temp};
+use common::{retinaface, s, shared, succeed, temp};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 const SIDE: u32 = 256;
 const IMAGES: [&str; 2] = [
     "0--Parade/0_Parade_Parade_0_371.jpg",
     "1--Handshaking/1_Handshaking_Handshaking_1_686.jpg",
 ];
-
-/// The binary's output, whatever its exit status.
-fn retinaface(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_retinaface"))
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn run(args: &[&str]) -> std::process::Output {
-    let out = retinaface(args);
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
 
 /// The two photos scaled so the long side is `SIDE` (PNG, so detect sees the very pixels
 /// training saw), with their label.txt entries scaled alike. Returns (images, labels, boxes).
@@ -217,7 +198,7 @@ fn overfit(config: Option<&Path>, name: &str, lr: Lr) -> PathBuf {
         let at = args.iter().position(|&a| a == "--lr").unwrap();
         args.drain(at..at + 2);
     }
-    run(&args);
+    succeed(&args);
 
     let l = losses(&out.join("metrics.jsonl"));
     assert_eq!(l.len(), 150, "one optimiser step per epoch");
@@ -228,7 +209,7 @@ fn overfit(config: Option<&Path>, name: &str, lr: Lr) -> PathBuf {
 
     let model = out.join("final.safetensors");
     let json = dir.join("dets.json");
-    run(&[
+    succeed(&[
         "detect",
         s(&images),
         "--model",
@@ -296,18 +277,18 @@ fn a_resumed_run_continues_exactly_where_it_stopped() {
     };
     // Straight through: 2 images, batch 1, 3 epochs = 6 steps (with augmentation).
     let straight = dir.join("straight");
-    run(&as_strs(&common(&straight)));
+    succeed(&as_strs(&common(&straight)));
     // Stopped after 3 steps, then resumed.
     let split = dir.join("split");
     let mut first = common(&split);
     first.extend(["--max-steps".into(), "3".into()]);
-    run(&as_strs(&first));
+    succeed(&as_strs(&first));
     // A run stopped by --max-steps exports like a finished one.
     assert!(split.join("final.safetensors").exists());
     // --max-steps counts from the start of the run, also when resuming.
-    run(&["train", "--resume", "--max-steps", "5", "--out", s(&split)]);
+    succeed(&["train", "--resume", "--max-steps", "5", "--out", s(&split)]);
     assert_eq!(losses(&split.join("metrics.jsonl")).len(), 5);
-    run(&["train", "--resume", "--out", s(&split)]);
+    succeed(&["train", "--resume", "--out", s(&split)]);
 
     let (a, b) = (
         losses(&straight.join("metrics.jsonl")),
@@ -388,7 +369,7 @@ fn every_config_trains_a_step_and_its_file_detects_and_describes_itself() {
         } else {
             "scratch".into()
         };
-        run(&[
+        succeed(&[
             "train",
             "--config",
             s(config),
@@ -409,7 +390,7 @@ fn every_config_trains_a_step_and_its_file_detects_and_describes_itself() {
         ]);
         let model = out.join("final.safetensors");
         assert!(model.exists(), "{stem}: no final.safetensors");
-        let info = run(&["convert", "--info", s(&model)]);
+        let info = succeed(&["convert", "--info", s(&model)]);
         let text = String::from_utf8_lossy(&info.stdout).into_owned();
         let family = if stem.starts_with("df2s2") {
             "DF²S²"
@@ -426,7 +407,7 @@ fn every_config_trains_a_step_and_its_file_detects_and_describes_itself() {
         };
         assert!(text.contains(&format!("{levels} levels")), "{stem}: {text}");
         let json = out.join("t1.json");
-        run(&[
+        succeed(&[
             "detect",
             s(&shared().join("data/photos/t1.jpg")),
             "--model",
@@ -465,7 +446,7 @@ fn the_port_mesh_config_trains_the_branch_alone() {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/mobilenet0.25-port-mesh.toml");
     let out = dir.join("run");
     let init = embedded_model();
-    run(&[
+    succeed(&[
         "train",
         "--config",
         s(&config),
@@ -516,6 +497,14 @@ fn the_port_mesh_config_trains_the_branch_alone() {
     let mesh = metric(&out.join("metrics.jsonl"), "mesh");
     assert_eq!(mesh.len(), 3);
     assert!(mesh.iter().all(|&m| m > 0.01 && m < 1.0), "{mesh:?}");
+    // The config's landmark term: the landmark vertices' distance from the labelled points,
+    // a fraction of the crop.
+    let landmarks = metric(&out.join("metrics.jsonl"), "mesh_landmarks");
+    assert_eq!(landmarks.len(), 3);
+    assert!(
+        landmarks.iter().all(|&m| m > 1e-3 && m < 1.0),
+        "{landmarks:?}"
+    );
 }
 
 fn as_strs(v: &[String]) -> Vec<&str> {

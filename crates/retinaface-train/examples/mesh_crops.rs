@@ -9,11 +9,11 @@
 //! ```
 
 use burn::tensor::Device;
-use image::{imageops, RgbImage};
+use image::RgbImage;
 use retinaface_train::config::TrainConfig;
 use retinaface_train::data::{AugmentConfig, Dataset, Loader};
 use retinaface_train::network::{tensor, Model};
-use retinaface_train::render::loss::{chosen_anchors, pixel_loss, BranchTerm};
+use retinaface_train::render::loss::{chosen_anchors, pixel_loss, BatchInputs, BranchTerm};
 use std::path::Path;
 
 const ZOOM: u32 = 4;
@@ -61,44 +61,23 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .ok_or("the model has no mesh branch")?;
         let decoder = model.net.mesh_decoder.as_ref().ok_or("no decoder")?;
         let mean = model.config.mean_bgr;
+        let inputs = BatchInputs {
+            images: &batch.images,
+            side: s,
+            mean_bgr: mean,
+            priors: loader.priors(),
+            targets: &batch.targets,
+            variances: model.config.variances,
+        };
         let (rendering, targets) = term
-            .render_chosen(
-                params,
-                decoder,
-                &chosen,
-                loader.priors(),
-                &batch.images,
-                s,
-                mean,
-            )
+            .render_chosen(params, decoder, &chosen, &inputs)
             .ok_or("no face anchor in these images")?;
         let loss = pixel_loss(&rendering, &targets, size).into_scalar::<f32>();
         println!("{file}: L_pixel {loss:.4} over {} crops", chosen.len());
         columns.push(rendering.images(chosen.len(), size));
         crops = targets;
     }
-    let side = size as u32 * ZOOM;
-    let rows = chosen.len() as u32;
-    let mut sheet = RgbImage::new(3 * side, rows * side);
-    for k in 0..chosen.len() {
-        let crop: Vec<u8> = crops[k * size * size * 3..(k + 1) * size * size * 3]
-            .iter()
-            .map(|v| (v * 255.0).round() as u8)
-            .collect();
-        let crop = RgbImage::from_raw(size as u32, size as u32, crop).ok_or("crop size")?;
-        for (column, picture) in [&crop, &columns[0][k], &columns[1][k]]
-            .into_iter()
-            .enumerate()
-        {
-            let big = imageops::resize(picture, side, side, imageops::FilterType::Nearest);
-            imageops::replace(
-                &mut sheet,
-                &big,
-                i64::from(column as u32 * side),
-                i64::from(k as u32 * side),
-            );
-        }
-    }
+    let sheet = retinaface_train::render::sheet(&crops, size, &columns, ZOOM);
     sheet.save(out)?;
     println!("crop | before | after per image: {out}");
     Ok(())

@@ -51,6 +51,12 @@ pub struct LossConfig {
     /// ignore it.
     #[serde(default = "default_mesh_weight")]
     pub mesh_weight: f32,
+    /// μ for the mesh's landmark term beside L_pixel: the five landmark vertices, projected,
+    /// against the labelled points (mean |Δ| over the crop's side). 0, the paper's choice,
+    /// leaves the geometry to L_pixel alone, which lets the mesh drift off the face
+    /// (docs/mesh.md).
+    #[serde(default)]
+    pub mesh_landmark_weight: f32,
     /// Face anchors rendered per image, the best-overlapping first (the renderer's cost is
     /// per anchor).
     #[serde(default = "default_mesh_anchors")]
@@ -95,6 +101,7 @@ impl LossConfig {
             focal_gamma: default_gamma(),
             segmentation_weight: default_segmentation(),
             mesh_weight: default_mesh_weight(),
+            mesh_landmark_weight: 0.0,
             mesh_anchors: default_mesh_anchors(),
             mesh_crop: default_mesh_crop(),
         }
@@ -131,6 +138,8 @@ pub struct Loss {
     pub segmentation: f32,
     /// The mesh branch's L_pixel, 0 without one.
     pub mesh: f32,
+    /// The mesh branch's landmark term, 0 without one.
+    pub mesh_landmarks: f32,
     pub positives: usize,
     /// Whether `total` depends on a trained parameter (not so for a network whose detection
     /// layers are frozen, in a batch without an anchor for the mesh branch).
@@ -226,6 +235,7 @@ pub fn multibox_loss(out: &HeadOutput, targets: &[Targets], config: &LossConfig)
         landmarks: lm,
         segmentation: seg,
         mesh: 0.0,
+        mesh_landmarks: 0.0,
         positives,
         trainable: true,
     }

@@ -9,7 +9,7 @@ use crate::loss::multibox_loss;
 use crate::network::{
     calibrate_batch_norm, export_folded, export_unfolded, tensor, BnMode, LayerBuilder, Model,
 };
-use crate::render::loss::{chosen_anchors, BranchTerm};
+use crate::render::loss::{chosen_anchors, BatchInputs, BranchTerm};
 use crate::TrainError;
 use burn::module::Module;
 use burn::module::ParamGroup;
@@ -54,6 +54,8 @@ pub struct StepReport {
     pub segmentation: f32,
     /// The mesh branch's L_pixel (0 without one).
     pub mesh: f32,
+    /// The mesh branch's landmark term (0 without one, or with its weight at 0).
+    pub mesh_landmarks: f32,
     pub positives: usize,
     pub images: usize,
     pub images_per_s: f64,
@@ -286,7 +288,7 @@ impl Trainer {
             let lr = self.config.learning_rate(epoch_f);
             let mut acc = GradientsAccumulator::new();
             let (mut loss, mut class, mut boxes, mut lms, mut seg) = (0.0, 0.0, 0.0, 0.0, 0.0);
-            let mut mesh = 0.0;
+            let (mut mesh, mut mesh_lms) = (0.0, 0.0);
             let (mut positives, mut images, mut skipped) = (0, 0, Vec::new());
             // Up to `accumulate` batches, never across an epoch boundary.
             let mut parts = 0;
@@ -325,6 +327,7 @@ impl Trainer {
                 lms += l.landmarks / accumulate as f32;
                 seg += l.segmentation / accumulate as f32;
                 mesh += l.mesh / accumulate as f32;
+                mesh_lms += l.mesh_landmarks / accumulate as f32;
                 positives += l.positives;
                 images += batch.len();
                 parts += 1;
@@ -352,6 +355,7 @@ impl Trainer {
                 landmarks: lms,
                 segmentation: seg,
                 mesh,
+                mesh_landmarks: mesh_lms,
                 positives,
                 images,
                 images_per_s: images as f64 / t0.elapsed().as_secs_f64().max(1e-9),
@@ -398,16 +402,26 @@ impl Trainer {
         if let (Some(term), Some(params), Some(decoder)) = (&self.mesh_term, out.mesh, decoder) {
             let l = &self.config.loss;
             let chosen = chosen_anchors(&batch.targets, l.mesh_anchors);
-            let mean = self.model.config.mean_bgr;
-            let priors = self.loader.priors();
-            if let Some(pixel) = term.loss(params, decoder, &chosen, priors, &batch.images, s, mean)
-            {
-                loss.mesh = pixel.clone().into_scalar::<f32>();
+            let inputs = BatchInputs {
+                images: &batch.images,
+                side: s,
+                mean_bgr: self.model.config.mean_bgr,
+                priors: self.loader.priors(),
+                targets: &batch.targets,
+                variances: self.model.config.variances,
+            };
+            if let Some(terms) = term.loss(params, decoder, &chosen, &inputs) {
+                loss.mesh = terms.pixel.clone().into_scalar::<f32>();
+                let mut branch = terms.pixel;
+                if let (Some(points), true) = (terms.landmarks, l.mesh_landmark_weight > 0.0) {
+                    loss.mesh_landmarks = points.clone().into_scalar::<f32>();
+                    branch = branch + points * l.mesh_landmark_weight;
+                }
                 // Trained alone, the branch's term needs no weight against the others.
                 loss.total = if self.config.run.freeze_detection {
-                    pixel
+                    branch
                 } else {
-                    loss.total + pixel * l.mesh_weight
+                    loss.total + branch * l.mesh_weight
                 };
                 return loss;
             }

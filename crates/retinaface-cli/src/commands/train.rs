@@ -241,7 +241,7 @@ pub fn run(a: Args) -> Result<ExitCode> {
 }
 
 /// The loss terms of a step: classification, boxes, landmarks, and DF²S²'s segmentation and
-/// the mesh branch's L_pixel when they train.
+/// the mesh branch's L_pixel and landmark term when they train.
 fn loss_parts(r: &StepReport, digits: usize) -> String {
     let mut s = format!(
         "cls {:.digits$} box {:.digits$} lm {:.digits$}",
@@ -252,6 +252,9 @@ fn loss_parts(r: &StepReport, digits: usize) -> String {
     }
     if r.mesh > 0.0 {
         s += &format!(" mesh {:.digits$}", r.mesh);
+    }
+    if r.mesh_landmarks > 0.0 {
+        s += &format!(" mesh-lm {:.digits$}", r.mesh_landmarks);
     }
     s
 }

@@ -6,8 +6,10 @@ use crate::matching::Targets;
 use crate::network::MeshDecoder;
 use burn::tensor::{Int, Tensor, TensorData};
 use image::RgbImage;
+use retinaface::mesh::branch::LANDMARK_VERTICES;
 use retinaface::mesh::{CAMERA_PARAMS, LIGHT_PARAMS};
 use retinaface::post::anchors::Prior;
+use retinaface::post::coding::decode_landmarks;
 
 /// The square crop of side `max(w, h)` around each box's centre, resampled bilinearly to
 /// `size × size`, RGB in [0, 1], `[boxes, size, size, 3]` row-major. Outside the image is
@@ -126,6 +128,103 @@ pub fn chosen_anchors(targets: &[Targets], per_image: usize) -> Vec<(usize, usiz
     chosen
 }
 
+/// What the branch's term reads of a training batch besides the network's output.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchInputs<'a> {
+    /// The input, `[B, 3, side, side]` BGR minus `mean_bgr`.
+    pub images: &'a [f32],
+    pub side: usize,
+    pub mean_bgr: [f32; 3],
+    /// The anchors as fractions of the input's side (as the loader's and
+    /// `post::anchors::priors` are).
+    pub priors: &'a [Prior],
+    /// The batch's encoded targets, one per image (the landmark term reads its points).
+    pub targets: &'a [Targets],
+    /// The box coding's variances the targets were encoded with.
+    pub variances: [f32; 2],
+}
+
+impl BatchInputs<'_> {
+    /// The square crop around anchor `a`'s prior, in input pixels.
+    fn prior_box(&self, a: usize) -> [f32; 4] {
+        let (q, side) = (self.priors[a], self.side as f32);
+        [
+            (q.cx - q.w / 2.0) * side,
+            (q.cy - q.h / 2.0) * side,
+            (q.cx + q.w / 2.0) * side,
+            (q.cy + q.h / 2.0) * side,
+        ]
+    }
+
+    /// Image `i`'s labelled points for anchor `a`, in the pixels of a `size` crop of the
+    /// prior (as [`crops`] cuts it); `None` when the face has no landmarks.
+    fn landmarks_in_crop(&self, i: usize, a: usize, size: usize) -> Option<[[f32; 2]; 5]> {
+        let t = self.targets.get(i)?;
+        if t.landmark_mask.get(a).copied().unwrap_or(0.0) <= 0.0 {
+            return None;
+        }
+        let code = t.landmarks.get(10 * a..10 * a + 10)?;
+        let points = decode_landmarks(&self.priors[a], code, self.variances);
+        let b = self.prior_box(a);
+        let crop_side = (b[2] - b[0]).max(b[3] - b[1]).max(1e-3);
+        let (x0, y0) = (
+            (b[0] + b[2]) / 2.0 - crop_side / 2.0,
+            (b[1] + b[3]) / 2.0 - crop_side / 2.0,
+        );
+        let scale = size as f32 / crop_side;
+        let side = self.side as f32;
+        Some(points.map(|[x, y]| [(x * side - x0) * scale, (y * side - y0) * scale]))
+    }
+}
+
+/// The branch's terms for a batch: L_pixel, and the landmark term where any chosen anchor's
+/// face has labelled points.
+#[derive(Debug, Clone)]
+pub struct BranchLoss {
+    pub pixel: Tensor<1>,
+    pub landmarks: Option<Tensor<1>>,
+}
+
+/// The mesh's five landmark points ([`LANDMARK_VERTICES`]: eyes as the mean of their corners)
+/// of `[M, n, ≥2]` screen positions, `[M, 5, 2]`.
+pub fn landmark_points(screen: Tensor<3>) -> Tensor<3> {
+    let [m, n, _] = screen.dims();
+    let mut select = vec![0f32; 5 * n];
+    for (k, ids) in LANDMARK_VERTICES.iter().enumerate() {
+        ids.iter()
+            .for_each(|&v| select[k * n + v] = 1.0 / ids.len() as f32);
+    }
+    let select = Tensor::<3>::from_data(TensorData::new(select, vec![1, 5, n]), &screen.device());
+    select.expand([m, 5, n]).matmul(screen.narrow(2, 0, 2))
+}
+
+/// The landmark term: the mean over the renderings with labelled points of the mean
+/// |p − t| / size over their five points and both coordinates (`points` `[M, 5, 2]` in crop
+/// pixels, as [`landmark_points`]). `None` when no rendering has labelled points.
+pub fn landmark_loss(
+    points: Tensor<3>,
+    labelled: &[Option<[[f32; 2]; 5]>],
+    size: usize,
+) -> Option<Tensor<1>> {
+    let device = points.device();
+    let m = labelled.len();
+    let count = labelled.iter().filter(|l| l.is_some()).count();
+    if count == 0 {
+        return None;
+    }
+    let mut target = vec![0f32; m * 10];
+    let mut weight = vec![0f32; m * 10];
+    for (k, l) in labelled.iter().enumerate() {
+        if let Some(p) = l {
+            target[k * 10..k * 10 + 10].copy_from_slice(p.as_flattened());
+            weight[k * 10..k * 10 + 10].fill(1.0 / (10.0 * count as f32 * size as f32));
+        }
+    }
+    let target = Tensor::<3>::from_data(TensorData::new(target, vec![m, 5, 2]), &device);
+    let weight = Tensor::<3>::from_data(TensorData::new(weight, vec![m, 5, 2]), &device);
+    Some(((points - target).abs() * weight).sum())
+}
+
 /// The mesh branch's term of the multi-task loss: the chosen anchors' P_ST decoded to
 /// meshes, rendered with their P_cam and P_ill into their priors' crops of the input.
 #[derive(Debug, Clone)]
@@ -148,45 +247,68 @@ impl BranchTerm {
     /// Render the decoder's `[M, 468, 6]` outputs (position offsets from the canonical face,
     /// colours less ½) with `[M, 7]` cameras and `[M, 9]` lights.
     pub fn render_decoded(&self, raw: Tensor<3>, camera: Tensor<2>, light: Tensor<2>) -> Rendering {
+        self.render_projected(raw, camera, light).0
+    }
+
+    /// [`BranchTerm::render_decoded`], with the vertices' `[M, 468, 3]` screen positions
+    /// (x, y in crop pixels, depth).
+    fn render_projected(
+        &self,
+        raw: Tensor<3>,
+        camera: Tensor<2>,
+        light: Tensor<2>,
+    ) -> (Rendering, Tensor<3>) {
         let [m, n, _] = raw.dims();
         let vertices = self.canonical.clone().expand([m, n, 3]) + raw.clone().narrow(2, 0, 3);
         let albedo = raw.narrow(2, 3, 3) + 0.5;
-        self.renderer.render(vertices, albedo, camera, light)
+        let (points, focal) = self.renderer.to_camera(vertices, camera);
+        let screen = self.renderer.project(points.clone(), focal);
+        let colours = self.renderer.shade(points, albedo, light);
+        (self.renderer.draw(screen.clone(), colours), screen)
     }
 
-    /// L_pixel of `chosen` anchors; `params` is the network's `[B, N, P]` mesh output,
-    /// `images` the batch input (`[B, 3, s, s]` BGR minus `mean_bgr`), `priors` the anchors
-    /// as fractions of the input's side (as the loader's and `post::anchors::priors` are).
-    /// `None` when no anchor is chosen.
-    #[allow(clippy::too_many_arguments)]
+    /// The branch's terms for `chosen` anchors; `params` is the network's `[B, N, P]` mesh
+    /// output. `None` when no anchor is chosen.
     pub fn loss(
         &self,
         params: Tensor<3>,
         decoder: &MeshDecoder,
         chosen: &[(usize, usize)],
-        priors: &[Prior],
-        images: &[f32],
-        s: usize,
-        mean_bgr: [f32; 3],
-    ) -> Option<Tensor<1>> {
-        let (rendering, targets) =
-            self.render_chosen(params, decoder, chosen, priors, images, s, mean_bgr)?;
-        Some(pixel_loss(&rendering, &targets, self.renderer.size()))
+        batch: &BatchInputs,
+    ) -> Option<BranchLoss> {
+        let (rendering, screen, targets) =
+            self.render_chosen_projected(params, decoder, chosen, batch)?;
+        let size = self.renderer.size();
+        let labelled: Vec<_> = chosen
+            .iter()
+            .map(|&(i, a)| batch.landmarks_in_crop(i, a, size))
+            .collect();
+        Some(BranchLoss {
+            pixel: pixel_loss(&rendering, &targets, size),
+            landmarks: landmark_loss(landmark_points(screen), &labelled, size),
+        })
     }
 
     /// The renderings of `chosen` anchors and the crops of the input they are compared with
     /// (`[chosen, size, size, 3]`, as [`crops`] makes them); arguments as [`BranchTerm::loss`].
-    #[allow(clippy::too_many_arguments)]
     pub fn render_chosen(
         &self,
         params: Tensor<3>,
         decoder: &MeshDecoder,
         chosen: &[(usize, usize)],
-        priors: &[Prior],
-        images: &[f32],
-        s: usize,
-        mean_bgr: [f32; 3],
+        batch: &BatchInputs,
     ) -> Option<(Rendering, Vec<f32>)> {
+        self.render_chosen_projected(params, decoder, chosen, batch)
+            .map(|(rendering, _, targets)| (rendering, targets))
+    }
+
+    fn render_chosen_projected(
+        &self,
+        params: Tensor<3>,
+        decoder: &MeshDecoder,
+        chosen: &[(usize, usize)],
+        batch: &BatchInputs,
+    ) -> Option<(Rendering, Tensor<3>, Vec<f32>)> {
         if chosen.is_empty() {
             return None;
         }
@@ -200,24 +322,21 @@ impl BranchTerm {
         let code = picked.clone().narrow(1, 0, latent);
         let camera = picked.clone().narrow(1, latent, CAMERA_PARAMS);
         let light = picked.narrow(1, latent + CAMERA_PARAMS, LIGHT_PARAMS);
-        let rendering = self.render_decoded(decoder.forward(code), camera, light);
+        let (rendering, screen) = self.render_projected(decoder.forward(code), camera, light);
         let crop = self.renderer.size();
-        let plane = 3 * s * s;
+        let (s, plane) = (batch.side, 3 * batch.side * batch.side);
         let mut targets = Vec::with_capacity(m * crop * crop * 3);
-        // Priors are fractions of the (square) input; crops are cut in its pixels.
-        let side = s as f32;
         for &(i, a) in chosen {
-            let q = priors[a];
-            let corners = [
-                (q.cx - q.w / 2.0) * side,
-                (q.cy - q.h / 2.0) * side,
-                (q.cx + q.w / 2.0) * side,
-                (q.cy + q.h / 2.0) * side,
-            ];
-            let image = &images[i * plane..(i + 1) * plane];
-            targets.extend(crops_of_input(image, s, mean_bgr, &[corners], crop));
+            let image = &batch.images[i * plane..(i + 1) * plane];
+            targets.extend(crops_of_input(
+                image,
+                s,
+                batch.mean_bgr,
+                &[batch.prior_box(a)],
+                crop,
+            ));
         }
-        Some((rendering, targets))
+        Some((rendering, screen, targets))
     }
 }
 
@@ -274,16 +393,16 @@ mod tests {
         let p = retinaface::mesh::anchor_params(&spec);
         let params = Tensor::<3>::zeros([1, 2, p], &device);
         let term = BranchTerm::new(8, &device);
+        let batch = BatchInputs {
+            images: &image,
+            side: s,
+            mean_bgr: mean,
+            priors: &priors,
+            targets: &[],
+            variances: [0.1, 0.2],
+        };
         let (_, targets) = term
-            .render_chosen(
-                params,
-                &decoder,
-                &[(0, 0), (0, 1)],
-                &priors,
-                &image,
-                s,
-                mean,
-            )
+            .render_chosen(params, &decoder, &[(0, 0), (0, 1)], &batch)
             .unwrap();
         let (left, right) = targets.split_at(8 * 8 * 3);
         assert!(left.iter().all(|&v| v == 0.0), "{left:?}");
@@ -317,5 +436,75 @@ mod tests {
             .try_to_vec::<f32>()
             .unwrap();
         assert!((loss[0] - (0.3 + 0.1) / 2.0).abs() < 1e-6, "{loss:?}");
+    }
+    #[test]
+    fn the_landmark_term_compares_the_landmark_vertices_with_the_labels_in_crop_pixels() {
+        let device = Device::flex();
+        // One input of 100 px, one prior of 0.4 × 0.4 centred at (0.5, 0.5): its crop is
+        // input pixels [30, 70) in both axes, 10 crop pixels for 40 input pixels at size 10.
+        let prior = Prior {
+            cx: 0.5,
+            cy: 0.5,
+            w: 0.4,
+            h: 0.4,
+        };
+        let variances = [0.1, 0.2];
+        let labels = [
+            [0.4, 0.4],
+            [0.6, 0.4],
+            [0.5, 0.5],
+            [0.42, 0.62],
+            [0.58, 0.62],
+        ];
+        let face = crate::matching::TargetFace {
+            bbox: [0.3, 0.3, 0.7, 0.7],
+            landmarks: Some(labels),
+        };
+        let targets = crate::matching::targets(
+            &[prior],
+            &[face],
+            &crate::matching::MatchConfig::port(),
+            variances,
+        );
+        let batch = BatchInputs {
+            images: &[],
+            side: 100,
+            mean_bgr: [0.0; 3],
+            priors: &[prior],
+            targets: std::slice::from_ref(&targets),
+            variances,
+        };
+        let inside = batch.landmarks_in_crop(0, 0, 10).unwrap();
+        let expected = labels.map(|[x, y]| [(x * 100.0 - 30.0) / 4.0, (y * 100.0 - 30.0) / 4.0]);
+        for (p, e) in inside.iter().zip(&expected) {
+            assert!(
+                (p[0] - e[0]).abs() < 1e-4 && (p[1] - e[1]).abs() < 1e-4,
+                "{p:?} {e:?}"
+            );
+        }
+        // Screen positions: every vertex at (v, 2v) for vertex index v, so the eyes are the
+        // means of their corners' indices.
+        let n = 468;
+        let screen: Vec<f32> = (0..n)
+            .flat_map(|v| [v as f32, 2.0 * v as f32, 1.0])
+            .collect();
+        let screen = Tensor::<3>::from_data(TensorData::new(screen, vec![1, n, 3]), &device);
+        let points = landmark_points(screen);
+        let got = points.clone().into_data().try_to_vec::<f32>().unwrap();
+        let xs = [83.0, 312.5, 1.0, 61.0, 291.0];
+        for (k, x) in xs.iter().enumerate() {
+            assert_eq!([got[2 * k], got[2 * k + 1]], [*x, 2.0 * x]);
+        }
+        // Two renderings, one labelled: the mean |p − t| / size over its ten coordinates.
+        let both = Tensor::cat(vec![points.clone(), points], 0);
+        let zero = [[0.0; 2]; 5];
+        let loss = landmark_loss(both, &[None, Some(zero)], 10).unwrap();
+        let expected: f32 = xs.iter().map(|x| 3.0 * x).sum::<f32>() / 10.0 / 10.0;
+        let loss = loss.into_scalar::<f32>();
+        assert!(
+            (loss - expected).abs() < 1e-3 * expected,
+            "{loss} {expected}"
+        );
+        assert!(landmark_loss(Tensor::zeros([1, 5, 2], &device), &[None], 10).is_none());
     }
 }
