@@ -2,19 +2,9 @@
 
 mod common;
 
-use common::{detected_faces, retinaface, s, shared, temp};
+use common::{detected_faces, s, shared, succeed, temp};
 use std::path::Path;
-use std::process::{Command, Output};
-
-fn run(args: &[&str]) -> Output {
-    let out = retinaface(args);
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
+use std::process::Command;
 
 #[test]
 fn aligned_crops_match_the_insightface_convention() {
@@ -23,7 +13,7 @@ fn aligned_crops_match_the_insightface_convention() {
     let photo = shared().join("data/photos/t1.jpg");
     for size in [112u32, 128] {
         let dir = temp(&format!("align{size}"));
-        run(&[
+        succeed(&[
             "align",
             s(&photo),
             "--out",
@@ -92,7 +82,7 @@ fn anonymised_photo_hides_faces_changes_nothing_else_and_drops_exif() {
     assert!(boxes.len() >= 6);
     for mode in ["blur", "pixelate", "solid"] {
         let out = dir.join(mode);
-        run(&["anonymize", s(&png), "--out", s(&out), "--mode", mode]);
+        succeed(&["anonymize", s(&png), "--out", s(&out), "--mode", mode]);
         let result = out.join("group.png");
         assert!(
             detected_faces(&result, 0.5).is_empty(),
@@ -130,7 +120,7 @@ fn anonymised_photo_hides_faces_changes_nothing_else_and_drops_exif() {
     with_comment.splice(2..2, com);
     std::fs::write(&tagged, &with_comment).unwrap();
     let out = dir.join("exif");
-    run(&["anonymize", s(&tagged), "--out", s(&out)]);
+    succeed(&["anonymize", s(&tagged), "--out", s(&out)]);
     let bytes = std::fs::read(out.join("tagged.jpg")).unwrap();
     assert!(bytes.starts_with(&[0xff, 0xd8]));
     assert!(
@@ -208,7 +198,7 @@ fn anonymised_video_keeps_frames_rate_size_audio_and_hides_faces() {
         .expect("ffmpeg is needed for the video tests: apt-get install ffmpeg");
     assert!(status.success());
     let out = dir.join("out");
-    run(&["anonymize", s(&clip), "--out", s(&out)]);
+    succeed(&["anonymize", s(&clip), "--out", s(&out)]);
     let result = out.join("pan.mp4");
     let (a, b) = (probe(&clip), probe(&result));
     let (va, vb) = (stream(&a, "video").unwrap(), stream(&b, "video").unwrap());
@@ -237,7 +227,7 @@ fn anonymised_video_keeps_frames_rate_size_audio_and_hides_faces() {
     }
     // `detect` on the video: one JSON line per frame.
     let lines = dir.join("pan.jsonl");
-    run(&["detect", s(&clip), "--jsonl", s(&lines)]);
+    succeed(&["detect", s(&clip), "--jsonl", s(&lines)]);
     let text = std::fs::read_to_string(&lines).unwrap();
     let records: Vec<serde_json::Value> = text
         .lines()
@@ -254,7 +244,7 @@ fn anonymised_video_keeps_frames_rate_size_audio_and_hides_faces() {
     }
     // Without audio, on request.
     let silent = dir.join("silent");
-    run(&[
+    succeed(&[
         "anonymize",
         s(&clip),
         "--out",

@@ -5,23 +5,13 @@
 
 mod common;
 
-use common::{retinaface, s, shared, temp};
+use common::{retinaface, s, shared, succeed, temp};
 use serde_json::Value;
 use std::path::Path;
 
 /// The subject's right eye's two corners, the left eye's, the nose tip, the mouth corners
 /// (MediaPipe indices; `retinaface::mesh::branch::LANDMARK_VERTICES`).
 const LANDMARKS: [&[usize]; 5] = [&[33, 133], &[362, 263], &[1], &[61], &[291]];
-
-fn ok(args: &[&str]) -> std::process::Output {
-    let out = retinaface(args);
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
 
 fn faces(json: &Path) -> Vec<Value> {
     let v: Value = serde_json::from_slice(&std::fs::read(json).unwrap()).unwrap();
@@ -41,12 +31,12 @@ fn detect_mesh_gives_each_face_of_the_group_photo_a_placed_mesh() {
     let dir = temp("mesh");
     let photo = shared().join("data/photos/t1.jpg");
     let plain = dir.join("plain.json");
-    ok(&["detect", s(&photo), "--json", s(&plain)]);
+    succeed(&["detect", s(&photo), "--json", s(&plain)]);
     let meshed = dir.join("mesh.json");
     let objs = dir.join("obj");
     let drawn = dir.join("drawn");
     let plain_drawn = dir.join("plain-drawn");
-    ok(&[
+    succeed(&[
         "detect",
         s(&photo),
         "--mesh",
@@ -58,7 +48,7 @@ fn detect_mesh_gives_each_face_of_the_group_photo_a_placed_mesh() {
         "--draw",
         s(&drawn),
     ]);
-    ok(&["detect", s(&photo), "--draw", s(&plain_drawn)]);
+    succeed(&["detect", s(&photo), "--draw", s(&plain_drawn)]);
     let (plain, meshed) = (faces(&plain), faces(&meshed));
     assert_eq!(plain.len(), 6);
     // The branch runs on the kept detections: the faces are detect's, number for number.

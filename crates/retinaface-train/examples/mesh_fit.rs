@@ -8,7 +8,6 @@
 //! ```
 
 use burn::tensor::Device;
-use image::{imageops, RgbImage};
 use retinaface_train::render::fit::fit_crops;
 use retinaface_train::render::loss::crops;
 use std::path::PathBuf;
@@ -49,24 +48,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         report.losses.first().copied().unwrap_or(f32::NAN),
         report.losses.last().copied().unwrap_or(f32::NAN)
     );
-    let side = SIZE as u32 * ZOOM;
-    let mut sheet = RgbImage::new(3 * side, boxes.len() as u32 * side);
-    for (k, (before, after)) in report.before.iter().zip(&report.after).enumerate() {
-        let crop: Vec<u8> = targets[k * SIZE * SIZE * 3..(k + 1) * SIZE * SIZE * 3]
-            .iter()
-            .map(|v| (v * 255.0).round() as u8)
-            .collect();
-        let crop = RgbImage::from_raw(SIZE as u32, SIZE as u32, crop).ok_or("crop size")?;
-        for (column, picture) in [&crop, before, after].into_iter().enumerate() {
-            let big = imageops::resize(picture, side, side, imageops::FilterType::Nearest);
-            imageops::replace(
-                &mut sheet,
-                &big,
-                i64::from(column as u32 * side),
-                i64::from(k as u32 * side),
-            );
-        }
-    }
+    let columns = [report.before, report.after];
+    let sheet = retinaface_train::render::sheet(&targets, SIZE, &columns, ZOOM);
     sheet.save(out)?;
     println!("crop | before | after per face: {out}");
     Ok(())

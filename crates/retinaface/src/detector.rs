@@ -198,6 +198,53 @@ impl Detector {
             .collect())
     }
 
+    /// [`Detector::detect_meshes`] on a copy of `image` resized to `size` (bilinear; one
+    /// pass at that size, whatever `options.max_side` says), faces and meshes mapped back to
+    /// `image`'s pixels (x and y by their scale, depth by the mean of the two).
+    pub fn detect_meshes_resized(
+        &self,
+        image: &RgbImage,
+        size: (u32, u32),
+        options: &DetectOptions,
+    ) -> Result<Vec<(Face, FaceMesh)>, Error> {
+        // At the photo's own size, and for a model without the branch (refused there).
+        if size == image.dimensions() || !self.has_mesh() {
+            return self.detect_meshes(image, options);
+        }
+        options.validate()?;
+        Ok(self
+            .detect_resized(image, size, options, true)?
+            .into_iter()
+            .filter_map(|(face, mesh)| Some((face, mesh?)))
+            .collect())
+    }
+
+    /// One pass on `image` resized to `(pw, ph)`, faces (and meshes) mapped back.
+    fn detect_resized(
+        &self,
+        image: &RgbImage,
+        (pw, ph): (u32, u32),
+        options: &DetectOptions,
+        meshes: bool,
+    ) -> Result<Vec<(Face, Option<FaceMesh>)>, Error> {
+        let (w, h) = image.dimensions();
+        if pw == 0 || ph == 0 {
+            return Ok(Vec::new());
+        }
+        options.check_pass(pw, ph)?;
+        let small = crate::input::resize::resize_bilinear(image, pw, ph);
+        let one = DetectOptions {
+            max_side: None,
+            ..options.clone()
+        };
+        let (sx, sy) = (w as f32 / pw as f32, h as f32 / ph as f32);
+        Ok(self
+            .detect_with(&small, &one, meshes)?
+            .into_iter()
+            .map(|(f, m)| (f.scaled(sx, sy), m.map(|m| m.scaled(sx, sy))))
+            .collect())
+    }
+
     fn detect_with(
         &self,
         image: &RgbImage,
@@ -214,18 +261,7 @@ impl Detector {
             if long > side {
                 let k = f64::from(side) / f64::from(long);
                 let (pw, ph) = crate::input::resize::scaled_size(w, h, k);
-                options.check_pass(pw, ph)?;
-                let small = crate::input::resize::resize_bilinear(image, pw, ph);
-                let full = DetectOptions {
-                    max_side: None,
-                    ..options.clone()
-                };
-                let (sx, sy) = (w as f32 / pw as f32, h as f32 / ph as f32);
-                return Ok(self
-                    .detect_with(&small, &full, meshes)?
-                    .iter()
-                    .map(|(f, m)| (f.scaled(sx, sy), m.as_ref().map(|m| m.scaled(sx, sy))))
-                    .collect());
+                return self.detect_resized(image, (pw, ph), options, meshes);
             }
         }
         options.check_pass(w, h)?;

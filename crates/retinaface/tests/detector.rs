@@ -105,6 +105,45 @@ fn the_mesh_branch_leaves_the_embedded_models_detections_unchanged() {
     assert!(total > 1000, "{total} faces");
 }
 
+/// A resized pass with meshes: the faces are the resized photo's, mapped back, and every
+/// mesh moves with its face (its landmark vertices inside the box in the photo's pixels).
+#[test]
+fn meshes_of_a_resized_pass_are_in_the_photos_pixels() {
+    let detector = Detector::default_model().unwrap();
+    let img = retinaface::input::load_image(&common::photo()).unwrap();
+    let (w, h) = img.dimensions();
+    let (pw, ph) = (w / 2, h / 2);
+    let opts = DetectOptions::default();
+    let found = detector
+        .detect_meshes_resized(&img, (pw, ph), &opts)
+        .unwrap();
+    let small = retinaface::input::resize::resize_bilinear(&img, pw, ph);
+    let (sx, sy) = (w as f32 / pw as f32, h as f32 / ph as f32);
+    let want: Vec<Face> = detector
+        .detect(&small, &opts)
+        .unwrap()
+        .iter()
+        .map(|f| f.scaled(sx, sy))
+        .collect();
+    let faces: Vec<Face> = found.iter().map(|(f, _)| *f).collect();
+    assert_eq!(faces, want);
+    assert!(faces.len() >= 5, "{faces:?}");
+    for (face, mesh) in &found {
+        let [x1, y1, x2, y2] = face.bbox;
+        for [x, y] in mesh.landmarks() {
+            assert!(
+                x > x1 && x < x2 && y > y1 && y < y2,
+                "{:?} vs {:?}",
+                [x, y],
+                face.bbox
+            );
+        }
+    }
+    // At the photo's own size it is `detect_meshes`.
+    let same = detector.detect_meshes_resized(&img, (w, h), &opts).unwrap();
+    assert_eq!(same, detector.detect_meshes(&img, &opts).unwrap());
+}
+
 /// Parity with `retinaface_ort.py --conf 0.3` on five photos (fixtures/reference_ort.json),
 /// with the tolerances of CONVENTIONS.md: every face above 0.5 on one side matched at IoU > 0.9
 /// among faces above 0.499 on the other; boxes and landmarks within 0.5 px, scores within 1e-3.

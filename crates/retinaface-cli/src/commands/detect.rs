@@ -157,21 +157,7 @@ pub fn detect_meshes(
         [p] => (p.width, p.height),
         _ => anyhow::bail!("--mesh runs on one pass"),
     };
-    if (pw, ph) == (w, h) {
-        return Ok(detector.detect_meshes(img, options)?);
-    }
-    options.check_pass(pw, ph)?;
-    let small = retinaface::input::resize::resize_bilinear(img, pw, ph);
-    let one = DetectOptions {
-        max_side: None,
-        ..options.clone()
-    };
-    let (sx, sy) = (w as f32 / pw as f32, h as f32 / ph as f32);
-    Ok(detector
-        .detect_meshes(&small, &one)?
-        .into_iter()
-        .map(|(f, m)| (f.scaled(sx, sy), m.scaled(sx, sy)))
-        .collect())
+    Ok(detector.detect_meshes_resized(img, (pw, ph), options)?)
 }
 
 #[derive(clap::Args)]

@@ -43,6 +43,17 @@ pub fn retinaface(args: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
+/// Run the binary as [`retinaface`] does; the test fails with its stderr unless it succeeds.
+pub fn succeed(args: &[&str]) -> std::process::Output {
+    let out = retinaface(args);
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
 /// The faces `detect` finds above `threshold` in one photo (its JSON record's `faces`).
 pub fn detected_faces(path: &Path, threshold: f32) -> Vec<serde_json::Value> {
     let out = retinaface(&[

@@ -51,6 +51,34 @@ impl Rendering {
     }
 }
 
+/// A contact sheet: per row, the crop (`[rows, size, size, 3]` in [0, 1], as
+/// [`loss::crops`] makes them) beside each column's picture of that row, every picture
+/// enlarged `zoom` times (nearest neighbour) so a 64-pixel crop is readable.
+pub fn sheet(
+    crops: &[f32],
+    size: usize,
+    columns: &[Vec<image::RgbImage>],
+    zoom: u32,
+) -> image::RgbImage {
+    use image::imageops;
+    let rows = crops.len() / (size * size * 3);
+    let side = size as u32 * zoom;
+    let mut sheet = image::RgbImage::new((1 + columns.len() as u32) * side, rows as u32 * side);
+    for (k, crop) in crops.chunks_exact(size * size * 3).enumerate() {
+        let mut crop_image = image::RgbImage::new(size as u32, size as u32);
+        for (px, rgb) in crop_image.pixels_mut().zip(crop.chunks_exact(3)) {
+            *px = image::Rgb([0, 1, 2].map(|c| (rgb[c].clamp(0.0, 1.0) * 255.0).round() as u8));
+        }
+        let pictures = std::iter::once(&crop_image).chain(columns.iter().filter_map(|c| c.get(k)));
+        for (column, picture) in pictures.enumerate() {
+            let big = imageops::resize(picture, side, side, imageops::FilterType::Nearest);
+            let (x, y) = (column as u32 * side, k as u32 * side);
+            imageops::replace(&mut sheet, &big, i64::from(x), i64::from(y));
+        }
+    }
+    sheet
+}
+
 /// A renderer for one mesh topology and crop size.
 #[derive(Debug, Clone)]
 pub struct Renderer {
