@@ -69,7 +69,8 @@ fn burn_and_the_engine_decode_the_same_meshes() {
             "export returns the loaded weights"
         );
         let engine = EngineDecoder::new(&spec, &tensors).unwrap();
-        let codes: Vec<Vec<f32>> = (0..3)
+        // More faces than one decoding pass takes (FACES_PER_PASS = 8).
+        let codes: Vec<Vec<f32>> = (0..11)
             .map(|_| {
                 (0..spec.latent)
                     .map(|_| rng.random_range(-1.0..1.0))

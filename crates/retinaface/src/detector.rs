@@ -375,7 +375,7 @@ struct AnchorAt {
 
 /// The mesh branch's meshes for the candidates at `anchors`, from the pass's context
 /// features (decoded together); `None` for all without the branch.
-fn face_meshes(net: &Network, ws: &Workspace, anchors: &[AnchorAt]) -> Vec<Option<FaceMesh>> {
+fn face_meshes(net: &Network, ws: &mut Workspace, anchors: &[AnchorAt]) -> Vec<Option<FaceMesh>> {
     let Some(branch) = net.mesh() else {
         return vec![None; anchors.len()];
     };
@@ -383,7 +383,7 @@ fn face_meshes(net: &Network, ws: &Workspace, anchors: &[AnchorAt]) -> Vec<Optio
     let params: Vec<Option<Vec<f32>>> = anchors
         .iter()
         .map(|at| {
-            let context = net.context(ws, at.level)?;
+            let context = net.context(&*ws, at.level)?;
             let features = context.data.get(at.cell * c..(at.cell + 1) * c)?;
             Some(branch.params(at.level, at.anchor, features))
         })
@@ -393,7 +393,7 @@ fn face_meshes(net: &Network, ws: &Workspace, anchors: &[AnchorAt]) -> Vec<Optio
         .zip(anchors)
         .filter_map(|(p, at)| Some((p.as_deref()?, at.prior)))
         .collect();
-    let mut meshes = branch.face_meshes(&ready).into_iter();
+    let mut meshes = branch.face_meshes_with(&ready, &mut ws.mesh).into_iter();
     params
         .iter()
         .map(|p| p.as_ref().and_then(|_| meshes.next()))

@@ -4,7 +4,7 @@
 //! face, nothing for the anchors NMS dropped.
 
 use super::camera::{self, Camera};
-use super::decoder::{MeshDecoder, OUTPUTS};
+use super::decoder::{DecodeScratch, MeshDecoder, OUTPUTS};
 use super::{Mesh, CAMERA_PARAMS};
 use crate::arch::MeshBranch;
 use crate::weights::{NamedTensors, WeightsError};
@@ -130,9 +130,18 @@ impl BranchNet {
 
     /// [`BranchNet::face_mesh`] of several anchors, decoded together (faster than one by one).
     pub fn face_meshes(&self, anchors: &[(&[f32], [f32; 4])]) -> Vec<FaceMesh> {
+        self.face_meshes_with(anchors, &mut DecodeScratch::default())
+    }
+
+    /// [`BranchNet::face_meshes`] with the decoder's buffers in `scratch`.
+    pub fn face_meshes_with(
+        &self,
+        anchors: &[(&[f32], [f32; 4])],
+        scratch: &mut DecodeScratch,
+    ) -> Vec<FaceMesh> {
         let latent = self.decoder.spec().latent;
         let codes: Vec<&[f32]> = anchors.iter().map(|(p, _)| &p[..latent]).collect();
-        let raws = self.decoder.decode_many(&codes);
+        let raws = self.decoder.decode_many_with(&codes, scratch);
         anchors
             .iter()
             .zip(raws)

@@ -184,60 +184,60 @@ impl ChebConv {
 
 /// Σ_k T_k(L̃) Z_k by Clenshaw's recurrence: b_k = Z_k + 2 L̃ b_(k+1) − b_(k+2) from k = K−1
 /// down to 1, then Z_0 + L̃ b_1 − b_2. It is the same polynomial as the forward recurrence
-/// with K − 1 products by L̃, but the products act on Z's `channels` (a layer's outputs)
+/// with K − 1 products by L̃, but the products act on Z's channels (a layer's outputs)
 /// rather than X's inputs: with Z_k = X Θ_k computed first, a layer that halves the
 /// channels halves the sparse work too.
 ///
-/// `z` is `[n, groups, order, channels]` (vertex-major, then independent groups, e.g. one
-/// per face, then the K blocks); the result is `[n, groups, channels]`.
-pub fn clenshaw(
+/// `z` is `[K, n, width]`: the K blocks one after the other, each vertex-major with `width`
+/// values per vertex (e.g. every face's channels); the result is `[n, width]`.
+pub fn clenshaw(laplacian: &Sparse, z: &[f32], order: usize, width: usize) -> Vec<f32> {
+    clenshaw_into(laplacian, z, order, width, &mut ClenshawBuffers::default()).to_vec()
+}
+
+/// The buffers [`clenshaw_into`] reuses from call to call.
+#[derive(Debug, Clone, Default)]
+pub struct ClenshawBuffers {
+    b1: Vec<f32>,
+    b2: Vec<f32>,
+    product: Vec<f32>,
+}
+
+impl ClenshawBuffers {
+    /// Bytes held by the buffers (their capacity).
+    pub fn bytes(&self) -> usize {
+        4 * (self.b1.capacity() + self.b2.capacity() + self.product.capacity())
+    }
+}
+
+/// [`clenshaw`] in `buffers`; the result borrows them.
+pub fn clenshaw_into<'a>(
     laplacian: &Sparse,
     z: &[f32],
-    groups: usize,
     order: usize,
-    channels: usize,
-) -> Vec<f32> {
-    let n = laplacian.n;
-    let width = groups * channels;
-    debug_assert_eq!(z.len(), n * groups * order * channels);
-    // The block Z_k of group g at vertex v.
-    let block = |v: usize, g: usize, k: usize| {
-        let at = ((v * groups + g) * order + k) * channels;
-        &z[at..at + channels]
-    };
-    let gather = |k: usize| -> Vec<f32> {
-        (0..n)
-            .flat_map(|v| (0..groups).flat_map(move |g| block(v, g, k).iter().copied()))
-            .collect()
-    };
-    if order == 1 {
-        return gather(0);
-    }
+    width: usize,
+    buffers: &'a mut ClenshawBuffers,
+) -> &'a [f32] {
+    let size = laplacian.n * width;
+    debug_assert_eq!(z.len(), order * size);
+    let block = |k: usize| &z[k * size..(k + 1) * size];
+    let ClenshawBuffers { b1, b2, product } = buffers;
     // b1 = b_(k+1), b2 = b_(k+2); b_(K−1) = Z_(K−1) as b_K = b_(K+1) = 0.
-    let mut b1 = gather(order - 1);
-    let mut b2 = vec![0f32; n * width];
-    let mut product = vec![0f32; n * width];
-    let mut step = |b1: &[f32], b2: &mut [f32], k: usize, twice: f32| {
-        laplacian.multiply_into(b1, width, &mut product);
-        for v in 0..n {
-            for g in 0..groups {
-                let at = v * width + g * channels;
-                let rows = b2[at..at + channels]
-                    .iter_mut()
-                    .zip(&product[at..at + channels]);
-                for ((b, &p), &zk) in rows.zip(block(v, g, k)) {
-                    *b = zk + twice * p - *b;
-                }
-            }
+    b1.clear();
+    b1.extend_from_slice(block(order - 1));
+    b2.clear();
+    b2.resize(size, 0.0);
+    product.resize(size, 0.0);
+    for k in (0..order - 1).rev() {
+        // The new b_k overwrites b_(k+2), then the names shift; the last step (k = 0)
+        // takes L̃ b_1 once, not twice.
+        let twice = if k == 0 { 1.0 } else { 2.0 };
+        laplacian.multiply_into(b1, width, product);
+        for ((b, &p), &zk) in b2.iter_mut().zip(product.iter()).zip(block(k)) {
+            *b = zk + twice * p - *b;
         }
-    };
-    for k in (1..order - 1).rev() {
-        // The new b_k overwrites b_(k+2), then the names shift.
-        step(&b1, &mut b2, k, 2.0);
-        std::mem::swap(&mut b1, &mut b2);
+        std::mem::swap(b1, b2);
     }
-    step(&b1, &mut b2, 0, 1.0);
-    b2
+    b1
 }
 
 #[cfg(test)]
@@ -421,13 +421,13 @@ mod tests {
                         .collect()
                 })
                 .collect();
-            // Z_k = X Θ_k, laid out [n, groups, order, outputs].
+            // Z_k = X Θ_k, laid out [order, n, groups, outputs].
             let mut z = vec![0f32; n * groups * order * outputs];
             for (g, x) in xs.iter().enumerate() {
                 for v in 0..n {
                     for k in 0..order {
                         for o in 0..outputs {
-                            z[((v * groups + g) * order + k) * outputs + o] = (0..inputs)
+                            z[((k * n + v) * groups + g) * outputs + o] = (0..inputs)
                                 .map(|i| {
                                     x[v * inputs + i] * conv.weight[(k * inputs + i) * outputs + o]
                                 })
@@ -436,7 +436,7 @@ mod tests {
                     }
                 }
             }
-            let y = clenshaw(&laplacian, &z, groups, order, outputs);
+            let y = clenshaw(&laplacian, &z, order, groups * outputs);
             for (g, x) in xs.iter().enumerate() {
                 let reference = conv.forward(&laplacian, x);
                 for v in 0..n {

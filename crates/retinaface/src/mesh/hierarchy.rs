@@ -71,8 +71,22 @@ impl Hierarchy {
     /// Up-sample per-vertex features (`channels` per vertex, vertex-major) from
     /// `levels[level + 1]` to `levels[level]`.
     pub fn upsample(&self, level: usize, coarse: &[f32], channels: usize) -> Vec<f32> {
+        let mut fine = Vec::new();
+        self.upsample_into(level, coarse, channels, &mut fine);
+        fine
+    }
+
+    /// [`Hierarchy::upsample`] into `fine` (overwritten).
+    pub fn upsample_into(
+        &self,
+        level: usize,
+        coarse: &[f32],
+        channels: usize,
+        fine: &mut Vec<f32>,
+    ) {
         let placements = &self.up[level];
-        let mut fine = vec![0f32; placements.len() * channels];
+        fine.clear();
+        fine.resize(placements.len() * channels, 0.0);
         for (row, p) in fine.chunks_exact_mut(channels).zip(placements) {
             for &(v, w) in p {
                 let src = &coarse[v as usize * channels..(v as usize + 1) * channels];
@@ -81,7 +95,6 @@ impl Hierarchy {
                 }
             }
         }
-        fine
     }
 }
 

@@ -119,6 +119,8 @@ pub struct Workspace {
     /// The interpreter's values and its pool of free maps.
     pub(crate) values: Vec<Feature>,
     pub(crate) pool: Vec<Feature>,
+    /// The mesh decoder's buffers (empty until a detection asks for meshes).
+    pub(crate) mesh: crate::mesh::decoder::DecodeScratch,
 }
 
 impl Workspace {
@@ -153,6 +155,7 @@ impl Workspace {
                 .map(|r| r.bytes())
                 .sum::<usize>()
             + self.scratch.capacity() * 4
+            + self.mesh.bytes()
     }
 }
 
