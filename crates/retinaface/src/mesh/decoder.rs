@@ -307,7 +307,7 @@ impl MeshDecoder {
 }
 
 /// Faces decoded in one pass: enough rows for the kernel's blocks, few enough that a
-/// scratch stays under 5 MB.
+/// scratch stays under 5 MiB.
 pub const FACES_PER_PASS: usize = 8;
 
 /// The buffers a decode reuses. The detector keeps one per workspace: fresh megabyte
@@ -431,6 +431,22 @@ mod tests {
         assert!(out.iter().all(|v| v.is_finite()));
         // Different codes, different meshes.
         assert_ne!(out, decoder.decode(&[-0.5; 128]));
+    }
+
+    #[test]
+    fn the_scratch_stays_bounded_whatever_the_number_of_faces() {
+        let spec = DecoderSpec::default();
+        let decoder = MeshDecoder::new(&spec, &weights(&spec, 0.2)).unwrap();
+        let codes: Vec<Vec<f32>> = (0..40).map(|k| vec![k as f32 / 40.0 - 0.5; 128]).collect();
+        let codes: Vec<&[f32]> = codes.iter().map(Vec::as_slice).collect();
+        let mut scratch = DecodeScratch::default();
+        let one_pass = decoder.decode_many_with(&codes[..FACES_PER_PASS], &mut scratch);
+        let bytes = scratch.bytes();
+        let all = decoder.decode_many_with(&codes, &mut scratch);
+        assert_eq!(scratch.bytes(), bytes, "a longer list grew the scratch");
+        assert!(bytes < 5 << 20, "{bytes} bytes");
+        assert_eq!(all.len(), 40);
+        assert_eq!(&all[..FACES_PER_PASS], &one_pass[..]);
     }
 
     #[test]
