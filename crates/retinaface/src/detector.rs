@@ -198,9 +198,11 @@ impl Detector {
             .collect())
     }
 
-    /// [`Detector::detect_meshes`] on a copy of `image` resized to `size` (bilinear; one
-    /// pass at that size, whatever `options.max_side` says), faces and meshes mapped back to
-    /// `image`'s pixels (x and y by their scale, depth by the mean of the two).
+    /// [`Detector::detect_meshes`] on a copy of `image` resized to `size` (bilinear), faces
+    /// and meshes mapped back to `image`'s pixels (x and y by their scale, depth by the mean
+    /// of the two). A size other than the photo's runs as one pass at exactly that size,
+    /// whatever `options.max_side` says; the photo's own size is `detect_meshes`, whose
+    /// `max_side` applies.
     pub fn detect_meshes_resized(
         &self,
         image: &RgbImage,

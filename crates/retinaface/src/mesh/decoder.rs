@@ -129,12 +129,11 @@ pub struct MeshDecoder {
 
 /// A Chebyshev layer's weights as one product X [Θ_0 | … | Θ_{K−1}] (inputs → K·outputs per
 /// vertex), run as a 1×1 convolution on a one-row map by the engine's register-blocked SIMD
-/// kernel; [`clenshaw`] then sums Σ_k T_k(L̃) (X Θ_k) with its sparse products on the
-/// outputs. As Θ and the up-sampling are both linear, the product runs on the coarse level
-/// before up-sampling. Measured with `retinaface bench --image t1.jpg --mesh --threads 1`
-/// (six faces): the plain loops made `detect --mesh` 1.13× `detect`, the forward recurrence
-/// with [T_0 X | … | T_5 X] · [Θ_0; …; Θ_5] on the kernel 1.053–1.055× (docs/mesh.md has
-/// this order's figure).
+/// kernel; [`super::chebyshev::clenshaw_into`] then sums Σ_k T_k(L̃) (X Θ_k) with its sparse
+/// products on the outputs. Measured with `retinaface bench --image t1.jpg --mesh --threads
+/// 1` (six faces): `detect --mesh` took 1.13× `detect` with plain loops, 1.053–1.055× with
+/// the forward recurrence's [T_0 X | … | T_5 X] · [Θ_0; …; Θ_5] on the kernel, and
+/// 1.023–1.045× this way, with the buffers kept and a vectorised ELU (docs/mesh.md).
 fn stacked(conv: &ChebConv) -> Conv2d {
     let (k, i, o) = (conv.order, conv.inputs, conv.outputs);
     let mut oihw = vec![0f32; k * o * i];
