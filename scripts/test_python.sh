@@ -8,8 +8,10 @@ cd "$(dirname "$0")/.."
 venv=target/python-test
 rm -rf "$venv" target/wheels
 python3 -m venv "$venv"
-"$venv/bin/pip" install -q --upgrade pip
-"$venv/bin/pip" install -q "maturin>=1.9.4,<2" pytest pytest-timeout pillow "ray[data]>=2.51" pyarrow ruff
+# Retries: a large wheel (Ray's is 80 MB) can be cut off mid-download; pip ≥ 25.1 resumes it.
+"$venv/bin/pip" install -q --retries 10 --upgrade "pip>=25.1"
+"$venv/bin/pip" install -q --retries 10 --resume-retries 10 \
+  "maturin>=1.9.4,<2" pytest pytest-timeout pillow "ray[data]>=2.51" pyarrow ruff
 
 # The reference the tests compare with: the CLI, as `cargo test --workspace` built it (a
 # plain `cargo build` would compile it again without the tests' features).
