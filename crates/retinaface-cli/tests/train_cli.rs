@@ -425,6 +425,9 @@ fn every_config_trains_a_step_and_its_file_detects_and_describes_itself() {
             serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
         assert!(dets[0]["faces"].is_array(), "{stem}: {dets}");
     }
+    // Every config's checkpoints (ResNet-50's among them) take 1.5–2 GB; a passing run
+    // leaves nothing behind (a failing one keeps them to look at).
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// The embedded detection model's file.
