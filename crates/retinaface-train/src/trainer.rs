@@ -410,10 +410,11 @@ impl Trainer {
                 targets: &batch.targets,
                 variances: self.model.config.variances,
             };
-            if let Some(terms) = term.loss(params, decoder, &chosen, &inputs) {
+            let with_landmarks = l.mesh_landmark_weight > 0.0;
+            if let Some(terms) = term.loss(params, decoder, &chosen, &inputs, with_landmarks) {
                 loss.mesh = terms.pixel.clone().into_scalar::<f32>();
                 let mut branch = terms.pixel;
-                if let (Some(points), true) = (terms.landmarks, l.mesh_landmark_weight > 0.0) {
+                if let Some(points) = terms.landmarks {
                     loss.mesh_landmarks = points.clone().into_scalar::<f32>();
                     branch = branch + points * l.mesh_landmark_weight;
                 }

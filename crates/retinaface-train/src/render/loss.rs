@@ -48,18 +48,28 @@ pub fn crops_of_input(
     crops_with(pixel, boxes, size)
 }
 
+/// The square a crop of box `b` covers: its left and top edges and its side, max(w, h)
+/// around the box's centre.
+fn crop_square(b: [f32; 4]) -> (f32, f32, f32) {
+    let side = (b[2] - b[0]).max(b[3] - b[1]).max(1e-3);
+    (
+        (b[0] + b[2]) / 2.0 - side / 2.0,
+        (b[1] + b[3]) / 2.0 - side / 2.0,
+        side,
+    )
+}
+
 fn crops_with(pixel: impl Fn(i64, i64) -> [f32; 3], boxes: &[[f32; 4]], size: usize) -> Vec<f32> {
     let mut out = Vec::with_capacity(boxes.len() * size * size * 3);
     for b in boxes {
-        let side = (b[2] - b[0]).max(b[3] - b[1]).max(1e-3);
-        let (cx, cy) = ((b[0] + b[2]) / 2.0, (b[1] + b[3]) / 2.0);
+        let (left, top, side) = crop_square(*b);
         let step = side / size as f32;
         for row in 0..size {
             for col in 0..size {
                 // The crop pixel's centre in image coordinates, then bilinear sampling
                 // between pixel centres.
-                let x = cx - side / 2.0 + (col as f32 + 0.5) * step - 0.5;
-                let y = cy - side / 2.0 + (row as f32 + 0.5) * step - 0.5;
+                let x = left + (col as f32 + 0.5) * step - 0.5;
+                let y = top + (row as f32 + 0.5) * step - 0.5;
                 let (x0, y0) = (x.floor(), y.floor());
                 let (fx, fy) = (x - x0, y - y0);
                 let (x0, y0) = (x0 as i64, y0 as i64);
@@ -165,12 +175,7 @@ impl BatchInputs<'_> {
         }
         let code = t.landmarks.get(10 * a..10 * a + 10)?;
         let points = decode_landmarks(&self.priors[a], code, self.variances);
-        let b = self.prior_box(a);
-        let crop_side = (b[2] - b[0]).max(b[3] - b[1]).max(1e-3);
-        let (x0, y0) = (
-            (b[0] + b[2]) / 2.0 - crop_side / 2.0,
-            (b[1] + b[3]) / 2.0 - crop_side / 2.0,
-        );
+        let (x0, y0, crop_side) = crop_square(self.prior_box(a));
         let scale = size as f32 / crop_side;
         let side = self.side as f32;
         Some(points.map(|[x, y]| [(x * side - x0) * scale, (y * side - y0) * scale]))
@@ -268,24 +273,31 @@ impl BranchTerm {
     }
 
     /// The branch's terms for `chosen` anchors; `params` is the network's `[B, N, P]` mesh
-    /// output. `None` when no anchor is chosen.
+    /// output. The landmark term only `with_landmarks` (a run that does not weight it adds
+    /// nothing to the graph). `None` when no anchor is chosen.
     pub fn loss(
         &self,
         params: Tensor<3>,
         decoder: &MeshDecoder,
         chosen: &[(usize, usize)],
         batch: &BatchInputs,
+        with_landmarks: bool,
     ) -> Option<BranchLoss> {
         let (rendering, screen, targets) =
             self.render_chosen_projected(params, decoder, chosen, batch)?;
         let size = self.renderer.size();
-        let labelled: Vec<_> = chosen
-            .iter()
-            .map(|&(i, a)| batch.landmarks_in_crop(i, a, size))
-            .collect();
+        let landmarks = with_landmarks
+            .then(|| {
+                let labelled: Vec<_> = chosen
+                    .iter()
+                    .map(|&(i, a)| batch.landmarks_in_crop(i, a, size))
+                    .collect();
+                landmark_loss(landmark_points(screen), &labelled, size)
+            })
+            .flatten();
         Some(BranchLoss {
             pixel: pixel_loss(&rendering, &targets, size),
-            landmarks: landmark_loss(landmark_points(screen), &labelled, size),
+            landmarks,
         })
     }
 
