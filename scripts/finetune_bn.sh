@@ -5,8 +5,10 @@
 #
 # Usage: scripts/finetune_bn.sh
 # Env: BNS ("frozen train"), LRS ("1e-9 1e-4"), MODELS (the two .pth files), EPOCHS (1),
-#      SEED (0), THREADS (default: every core), OUT (default runs/finetune-bn), RETINAFACE,
-#      SHARED.
+#      SEED (0), CONFIG (a run configuration the flags apply over), THREADS (default: every core), OUT (default runs/finetune-bn), RETINAFACE,
+#      SHARED; TRAINER=torch fine-tunes with the port's recipe in PyTorch instead
+#      (scripts/torch_finetune_ref.py, run by PYTHON, which needs torch, numpy, pillow and
+#      onnxruntime), scored by the same evaluation.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SHARED=${SHARED:-../shared}
@@ -18,6 +20,8 @@ SEED=${SEED:-0}
 OUT=${OUT:-runs/finetune-bn}
 M=$SHARED/models/retinaface
 MODELS=${MODELS:-"$M/mobilenet0.25_biubug6_layout_legacy.pth $M/mobilenet0.25_biubug6_layout_zip.pth"}
+CONFIG_FLAG=()
+[ -n "${CONFIG:-}" ] && CONFIG_FLAG=(--config "$CONFIG")
 THREADS_FLAG=()
 [ -n "${THREADS:-}" ] && THREADS_FLAG=(--threads "$THREADS")
 [ -x "$BIN" ] || cargo build --release -p retinaface-cli >&2
@@ -38,11 +42,19 @@ for model in $MODELS; do
       run="$OUT/$name-$bn-$lr"
       rm -rf "$run"
       start=$(date +%s)
-      "$BIN" train --init "$model" --data "$SHARED/data/widerface/train/images" \
-        --epochs "$EPOCHS" --batch 8 --lr "$lr" --batch-norm "$bn" --seed "$SEED" --checkpoint-every 0 \
-        "${THREADS_FLAG[@]}" --out "$run" 2> "$run.log" || { echo "training failed: $run.log" >&2; exit 1; }
+      if [ "${TRAINER:-}" = torch ]; then
+        "${PYTHON:-python3}" scripts/torch_finetune_ref.py "$model" --data "$SHARED/data/widerface/train" \
+          --epochs "$EPOCHS" --batch 8 --lr "$lr" --batch-norm "$bn" --seed "$SEED" --threads "${THREADS:-$(nproc)}" \
+          --out "$run.pth" 2> "$run.log" || { echo "training failed: $run.log" >&2; exit 1; }
+        result=$run.pth
+      else
+        "$BIN" train "${CONFIG_FLAG[@]}" --init "$model" --data "$SHARED/data/widerface/train/images" \
+          --epochs "$EPOCHS" --batch 8 --lr "$lr" --batch-norm "$bn" --seed "$SEED" --checkpoint-every 0 \
+          "${THREADS_FLAG[@]}" --out "$run" 2> "$run.log" || { echo "training failed: $run.log" >&2; exit 1; }
+        result=$run/final.safetensors
+      fi
       secs=$(( $(date +%s) - start ))
-      rows+=("$name | $bn | $lr | $(ap "$run/final.safetensors" | sed 's/ / | /g') | ${secs} s")
+      rows+=("$name | $bn | $lr | $(ap "$result" | sed 's/ / | /g') | ${secs} s")
     done
   done
 done

@@ -32,7 +32,7 @@ pub struct LossConfig {
     pub box_weight: f32,
     /// λ for the landmark term (the paper 0.1, the port 1.0).
     pub landmark_weight: f32,
-    /// Hard negatives kept per positive anchor (3); cross-entropy only.
+    /// Hard negatives kept per positive anchor (the port 7, the paper 3); cross-entropy only.
     pub negatives_per_positive: f32,
     /// `cross-entropy` (default) or `focal`.
     #[serde(default)]
@@ -95,7 +95,7 @@ impl LossConfig {
         LossConfig {
             box_weight: 2.0,
             landmark_weight: 1.0,
-            negatives_per_positive: 3.0,
+            negatives_per_positive: 7.0,
             classification: Classification::CrossEntropy,
             focal_alpha: default_alpha(),
             focal_gamma: default_gamma(),
@@ -111,6 +111,7 @@ impl LossConfig {
         LossConfig {
             box_weight: 0.25,
             landmark_weight: 0.1,
+            negatives_per_positive: 3.0,
             ..Self::port()
         }
     }
