@@ -13,7 +13,7 @@ use retinaface_train::kernels::norm::{self, Planes, Slope};
 use retinaface_train::kernels::{
     batch_norm_act, convolution, depthwise_conv2d, leaky_relu, Geometry, Isa,
 };
-use retinaface_train::kernels::{depthwise, patches, product};
+use retinaface_train::kernels::{depthwise, patches};
 
 const LIMIT: f64 = 1e-4;
 
@@ -634,63 +634,6 @@ fn patch_kernels_match_direct_evaluation_on_every_instruction_set() {
                 "fold is not the adjoint of unfold: {lhs} vs {rhs} {g:?} {isa:?}"
             );
         }
-    }
-}
-
-/// The dense products against direct f64 evaluation: row counts across the micro-kernel's
-/// 12-row blocks and 16-column panels, depths of 1 to 70, pixel counts across the 256-pixel
-/// blocks with a remainder.
-#[test]
-fn product_kernels_match_direct_evaluation_on_every_instruction_set() {
-    let mut untested = Vec::new();
-    for isa in Isa::ALL {
-        if !isa.supported() {
-            untested.push(format!("{isa:?}"));
-            continue;
-        }
-        let mut rng = ChaCha8Rng::seed_from_u64(23);
-        for (batch, m, k, pixels) in [
-            (2, 13, 5, 600),
-            (1, 40, 70, 257),
-            (3, 1, 1, 17),
-            (2, 27, 16, 512),
-            (1, 6, 33, 1),
-        ] {
-            let a = random(m * k, &mut rng);
-            let x = random(batch * k * pixels, &mut rng);
-            let bias = random(m, &mut rng);
-            let dy = random(batch * m * pixels, &mut rng);
-            let mut y_ref = vec![0.0f64; batch * m * pixels];
-            let mut g_ref = vec![0.0f64; m * k];
-            let mut gb_ref = vec![0.0f64; m];
-            for n in 0..batch {
-                for i in 0..m {
-                    for p in 0..pixels {
-                        let d = f64::from(dy[(n * m + i) * pixels + p]);
-                        gb_ref[i] += d;
-                        let mut s = f64::from(bias[i]);
-                        for j in 0..k {
-                            let xv = f64::from(x[(n * k + j) * pixels + p]);
-                            s += f64::from(a[i * k + j]) * xv;
-                            g_ref[i * k + j] += d * xv;
-                        }
-                        y_ref[(n * m + i) * pixels + p] = s;
-                    }
-                }
-            }
-            let what = |t: &str| format!("{t} batch {batch} m {m} k {k} pixels {pixels} {isa:?}");
-            let y = product::forward(&a, m, k, &x, batch, pixels, Some(&bias), isa);
-            check(&what("product"), &y, &y_ref);
-            let (g, gb) = product::weight_grad(&dy, m, &x, k, batch, pixels, isa);
-            check(&what("weight gradient"), &g, &g_ref);
-            check(&what("bias gradient"), &gb, &gb_ref);
-        }
-    }
-    if !untested.is_empty() {
-        println!(
-            "instruction sets this machine lacks, not tested: {}",
-            untested.join(", ")
-        );
     }
 }
 

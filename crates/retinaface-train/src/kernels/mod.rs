@@ -1,9 +1,7 @@
 //! The trainer's own kernels behind burn's autodiff, where burn's CPU backend is slow for
-//! RetinaFace's layer shapes: [`depthwise`] convolution, BatchNorm in training mode fused
-//! with its activation ([`norm`]), the patches of dense convolutions ([`patches`]) and their
-//! matrix products ([`product`], on the inference engine's micro-kernel), forward and
-//! backward, exposed to the network as [`convolution`], [`depthwise_conv2d`],
-//! [`dense_product`], [`batch_norm_act`] and [`leaky_relu`] (a burn backend extension with
+//! RetinaFace's layer shapes: [`depthwise`] convolution, and BatchNorm in training mode fused
+//! with its activation ([`norm`]), forward and backward, exposed to the network as
+//! [`depthwise_conv2d`], [`batch_norm_act`] and [`leaky_relu`] (a burn backend extension with
 //! its own backward passes).
 //!
 //! Each kernel is compiled for several instruction sets and picks the best one the machine
@@ -13,11 +11,9 @@ pub mod depthwise;
 pub mod norm;
 mod op;
 pub mod patches;
-pub mod product;
 
 pub use op::{
-    batch_norm_act, convolution, dense_product, depthwise_conv2d, leaky_relu, set_custom_kernels,
-    unfold_patches, SHALLOW,
+    batch_norm_act, convolution, depthwise_conv2d, leaky_relu, set_custom_kernels, unfold_patches,
 };
 
 /// The geometry of a convolution: input `[batch, channels, height, width]`, a square

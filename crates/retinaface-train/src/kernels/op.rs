@@ -7,7 +7,6 @@
 use super::depthwise;
 use super::norm::{self, Planes, Slope};
 use super::patches;
-use super::product;
 use super::Geometry;
 use super::Isa;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
@@ -16,13 +15,12 @@ use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::autodiff::NodeId;
 use burn::backend::flex::FlexTensor;
-use burn::backend::ops::FloatTensorOps;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{backend_extension, Autodiff, Backend, DispatchDevice, Flex, TensorMetadata};
 use burn::tensor::activation;
 use burn::tensor::module::conv2d;
 use burn::tensor::ops::ConvOptions;
-use burn::tensor::{Shape, Tensor, TensorData};
+use burn::tensor::{Tensor, TensorData};
 use std::borrow::Cow;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -119,8 +117,8 @@ pub fn convolution(
         if let Some(cols) = unfold_patches(x.clone(), k, stride, pad) {
             let g = geometry(&[n, cin, h, w], k, stride, pad);
             let (oh, ow) = g.output();
-            let y = dense_product(weight.reshape([cout, cin * k * k]), cols, bias);
-            return y.reshape([n, cout, oh, ow]);
+            let y = weight.reshape([1, cout, cin * k * k]).matmul(cols);
+            return with_bias(y, bias).reshape([n, cout, oh, ow]);
         }
     }
     let options = ConvOptions::new([stride, stride], [pad, pad], [1, 1], groups);
@@ -144,33 +142,11 @@ fn with_bias(y: Tensor<3>, bias: Option<Tensor<1>>) -> Tensor<3> {
 fn pointwise(x: Tensor<4>, w: Tensor<4>, b: Option<Tensor<1>>) -> Tensor<4> {
     let [n, cin, h, wd] = x.dims();
     let [cout, ..] = w.dims();
-    let y = dense_product(w.reshape([cout, cin]), x.reshape([n, cin, h * wd]), b);
-    y.reshape([n, cout, h, wd])
+    let y = w
+        .reshape([1, cout, cin])
+        .matmul(x.reshape([n, cin, h * wd]));
+    with_bias(y, b).reshape([n, cout, h, wd])
 }
-
-/// `w · x + bias` per image: `w` `[m, k]`, `x` `[n, k, p]`, the result `[n, m, p]`, the
-/// product of a dense convolution (1×1 layers, and k×k ones over their patches). On the Flex
-/// CPU backend the input's gradient `wᵀ · dy` and the forward product of shallow layers
-/// (k < [`SHALLOW`]) run the trainer's kernel ([`product`]); the weights' gradient and the
-/// other forward products, burn's `matmul` (faster there: `examples/bench_product.rs`).
-pub fn dense_product(w: Tensor<2>, x: Tensor<3>, bias: Option<Tensor<1>>) -> Tensor<3> {
-    let [m, k] = w.dims();
-    if !custom(&x) {
-        return with_bias(w.reshape([1, m, k]).matmul(x), bias);
-    }
-    let bias = bias.unwrap_or_else(|| Tensor::zeros([m], &x.device()));
-    Tensor::from_dispatch(<burn::backend::Dispatch as TrainOps>::dense_product(
-        w.into_dispatch(),
-        x.into_dispatch(),
-        bias.into_dispatch(),
-    ))
-}
-
-/// Depths below which the trainer's kernel runs a product's forward pass; from it on, burn's
-/// `matmul`. Measured with `examples/bench_product.rs` (batch 8, 2 threads, AVX-512): depth 8
-/// and 32 over 102,400 and 25,600 pixels, ours 3.7× and 5.1× burn's; depth 64, 0.94×;
-/// 128–576, 0.3–0.8×.
-pub const SHALLOW: usize = 64;
 
 /// The patches of a dense `kernel × kernel` convolution's input (im2col): `[N, C, H, W]` →
 /// `[N, C·k·k, OH·OW]`, differentiable (the input's gradient folds the patches' back), so
@@ -231,12 +207,6 @@ pub trait TrainOps: Backend {
         stride: usize,
         pad: usize,
     ) -> FloatTensor<Self>;
-
-    fn dense_product(
-        w: FloatTensor<Self>,
-        x: FloatTensor<Self>,
-        bias: FloatTensor<Self>,
-    ) -> FloatTensor<Self>;
 }
 
 /// What the fused BatchNorm's backward pass needs besides the input.
@@ -292,14 +262,6 @@ pub trait TrainGrads: Backend {
         x: FloatTensor<Self>,
         dy: FloatTensor<Self>,
         g: Geometry,
-    ) -> (FloatTensor<Self>, FloatTensor<Self>);
-
-    /// A dense product's input gradient `wᵀ · dy` (`w` `[m, k]`, `dy` `[n, m, p]`).
-    fn product_grad_input(dy: FloatTensor<Self>, w: FloatTensor<Self>) -> FloatTensor<Self>;
-    /// A dense product's weight and bias gradients, `Σ_n dy · xᵀ` and `Σ_n Σ_p dy`.
-    fn product_grad_weight(
-        x: FloatTensor<Self>,
-        dy: FloatTensor<Self>,
     ) -> (FloatTensor<Self>, FloatTensor<Self>);
 }
 
@@ -372,26 +334,6 @@ impl TrainOps for Flex {
         let cols = patches::unfold(&g, &values(&x), Isa::active());
         let (oh, ow) = g.output();
         flex(cols, vec![g.batch, g.channels * kernel * kernel, oh * ow])
-    }
-
-    fn dense_product(w: FlexTensor, x: FlexTensor, bias: FlexTensor) -> FlexTensor {
-        let [m, k] = w.shape().dims::<2>();
-        let [n, _, p] = x.shape().dims::<3>();
-        if k < SHALLOW {
-            let y = product::forward(
-                &values(&w),
-                m,
-                k,
-                &values(&x),
-                n,
-                p,
-                Some(&values(&bias)),
-                Isa::active(),
-            );
-            return flex(y, vec![n, m, p]);
-        }
-        let y = Flex::float_matmul(Flex::float_reshape(w, Shape::new([1, m, k])), x);
-        Flex::float_add(y, Flex::float_reshape(bias, Shape::new([1, m, 1])))
     }
 }
 
@@ -485,26 +427,6 @@ impl TrainGrads for Flex {
             flex(db, vec![g.channels]),
         )
     }
-
-    fn product_grad_input(dy: FlexTensor, w: FlexTensor) -> FlexTensor {
-        let [m, k] = w.shape().dims::<2>();
-        let [n, _, p] = dy.shape().dims::<3>();
-        let wv = values(&w);
-        let wt: Vec<f32> = (0..k * m).map(|i| wv[(i % m) * k + i / m]).collect();
-        let dx = product::forward(&wt, k, m, &values(&dy), n, p, None, Isa::active());
-        flex(dx, vec![n, k, p])
-    }
-
-    fn product_grad_weight(x: FlexTensor, dy: FlexTensor) -> (FlexTensor, FlexTensor) {
-        let [_, k, _] = x.shape().dims::<3>();
-        let [_, m, _] = dy.shape().dims::<3>();
-        let db = Flex::float_sum_dim(Flex::float_sum_dim(dy.clone(), 2), 0);
-        let dw = Flex::float_matmul(dy, Flex::float_swap_dims(x, 1, 2));
-        (
-            Flex::float_reshape(Flex::float_sum_dim(dw, 0), Shape::new([m, k])),
-            Flex::float_reshape(db, Shape::new([m])),
-        )
-    }
 }
 
 #[derive(Debug)]
@@ -536,39 +458,6 @@ impl<B: Backend + TrainGrads> Backward<B, 3> for DepthwiseBackward {
         }
         if let Some(node) = node_x {
             grads.register::<B>(node.id, B::depthwise_grad_input(dy, w, g));
-        }
-    }
-}
-
-#[derive(Debug)]
-struct ProductBackward;
-
-impl<B: Backend + TrainGrads> Backward<B, 3> for ProductBackward {
-    /// The weights and the input (checkpointed).
-    type State = (NodeId, NodeId);
-
-    fn backward(
-        self,
-        ops: Ops<Self::State, 3>,
-        grads: &mut Gradients,
-        checkpointer: &mut Checkpointer,
-    ) {
-        let [node_w, node_x, node_b] = ops.parents;
-        let dy = grads.consume::<B>(&ops.node);
-        let (w_state, x_state) = ops.state;
-        let w = checkpointer.retrieve_node_output::<B::FloatTensorPrimitive>(w_state);
-        let x = checkpointer.retrieve_node_output::<B::FloatTensorPrimitive>(x_state);
-        if node_w.is_some() || node_b.is_some() {
-            let (dw, db) = B::product_grad_weight(x, dy.clone());
-            if let Some(node) = node_w {
-                grads.register::<B>(node.id, dw);
-            }
-            if let Some(node) = node_b {
-                grads.register::<B>(node.id, db);
-            }
-        }
-        if let Some(node) = node_x {
-            grads.register::<B>(node.id, B::product_grad_input(dy, w));
         }
     }
 }
@@ -726,34 +615,6 @@ impl<B: Backend + TrainOps + TrainGrads, C: CheckpointStrategy> TrainOps for Aut
                 prep.finish((x_state, slope), y)
             }
             OpsKind::UnTracked(prep) => prep.finish(B::leaky_act(x.into_primitive(), slope)),
-        }
-    }
-
-    fn dense_product(
-        w: FloatTensor<Self>,
-        x: FloatTensor<Self>,
-        bias: FloatTensor<Self>,
-    ) -> FloatTensor<Self> {
-        match ProductBackward
-            .prepare::<C>([w.node(), x.node(), bias.node()])
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(mut prep) => {
-                let w_state = prep.checkpoint(&w);
-                let x_state = prep.checkpoint(&x);
-                let y = B::dense_product(
-                    w.into_primitive(),
-                    x.into_primitive(),
-                    bias.into_primitive(),
-                );
-                prep.finish((w_state, x_state), y)
-            }
-            OpsKind::UnTracked(prep) => prep.finish(B::dense_product(
-                w.into_primitive(),
-                x.into_primitive(),
-                bias.into_primitive(),
-            )),
         }
     }
 

@@ -16,19 +16,16 @@
 use super::simd::Simd;
 
 /// Output channels per packed weight panel: two AVX2 vectors, one AVX-512 vector.
-pub const NR: usize = 16;
+pub(crate) const NR: usize = 16;
 
 /// A dense layer's weights packed for the micro-kernel: `ceil(cout / NR)` panels, each
 /// `[tap][ci][NR]` (zero past `cout`); bias and activation slope per output channel, padded
 /// to whole panels. The activation is `max(x, slope·x)`: slope 1 is the identity, 0 ReLU,
 /// 0 < a < 1 LeakyReLU(a).
 #[derive(Debug, Clone)]
-pub struct Packed {
-    /// Shifted views of the input summed over (1 for a 1×1 convolution, k² for k×k).
+pub(crate) struct Packed {
     pub taps: usize,
-    /// Input channels per tap: the depth of the product.
     pub cin: usize,
-    /// Output channels.
     pub cout: usize,
     w: Vec<f32>,
     bias: Vec<f32>,
@@ -81,11 +78,10 @@ impl Packed {
     }
 }
 
-/// The micro-kernel over a strip of pixels (the trainer also runs it for its matrix
-/// products): for pixels `i < pixels` and channels `j < p.cout`:
+/// For pixels `i < pixels` and channels `j < p.cout`:
 /// `c[c0 + i·ldc + j] = act_j(bias_j + Σ_t Σ_ci a[a0 + i·rs + offs[t] + ci] · w[t][ci][j])`.
 #[allow(clippy::too_many_arguments)]
-pub fn strip(
+pub(crate) fn strip(
     simd: Simd,
     p: &Packed,
     a: &[f32],
@@ -374,7 +370,7 @@ mod avx512 {
 
     /// See [`super::strip`]. Pairs of panels as 12 pixels × 2 zmm (24 accumulators, 14 loads
     /// per 24 FMAs); a lone last panel as 12 × 1. Written to the AVX2 kernel's measured
-    /// design; the tests run it where the machine has AVX-512 and say so where it has not.
+    /// design; this machine has no AVX-512, so it is untested here (the tests say so).
     #[target_feature(enable = "avx512f")]
     pub(super) unsafe fn strip(
         p: &Packed,

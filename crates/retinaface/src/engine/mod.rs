@@ -15,7 +15,6 @@ mod simd;
 mod winograd;
 
 pub use conv::{Activation, Conv2d};
-pub use kernel::{strip, Packed, NR};
 pub use ops::{add_upsampled_nearest, gate, max_pool_3x3_s2};
 pub use pipeline::{stem_then_pairs, RowRings};
 pub use sampled::{ConvTranspose2x2, DeformConv2d};
