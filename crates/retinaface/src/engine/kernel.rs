@@ -370,7 +370,7 @@ mod avx512 {
 
     /// See [`super::strip`]. Pairs of panels as 12 pixels × 2 zmm (24 accumulators, 14 loads
     /// per 24 FMAs); a lone last panel as 12 × 1. Written to the AVX2 kernel's measured
-    /// design; this machine has no AVX-512, so it is untested here (the tests say so).
+    /// design; the tests run it where the machine has AVX-512 and say so where it has not.
     #[target_feature(enable = "avx512f")]
     pub(super) unsafe fn strip(
         p: &Packed,
