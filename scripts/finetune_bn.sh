@@ -5,8 +5,8 @@
 #
 # Usage: scripts/finetune_bn.sh
 # Env: BNS ("frozen train"), LRS ("1e-9 1e-4"), MODELS (the two .pth files), EPOCHS (1),
-#      SEED (0), CONFIG (a run configuration the flags apply over), THREADS (default: every core), OUT (default runs/finetune-bn), RETINAFACE,
-#      SHARED; TRAINER=torch fine-tunes with the port's recipe in PyTorch instead
+#      SEED (0), CONFIG (a run configuration the flags apply over), THREADS (default: every
+#      core), OUT (default runs/finetune-bn), RETINAFACE, SHARED; TRAINER=torch fine-tunes with the port's recipe in PyTorch instead
 #      (scripts/torch_finetune_ref.py, run by PYTHON, which needs torch, numpy, pillow and
 #      onnxruntime), scored by the same evaluation.
 set -euo pipefail
