@@ -637,19 +637,21 @@ fn patch_kernels_match_direct_evaluation_on_every_instruction_set() {
     }
 }
 
-/// Dense convolutions as the trainer runs them (1×1 as a matrix product, others as patches
-/// times weights) against burn's `conv2d`, values and gradients, through autodiff; and their
-/// gradients against finite differences (linear, so a step of 0.5 is exact up to rounding).
+/// Dense convolutions as the trainer runs them (1×1 as a matrix product, stride 1 on the
+/// engine's convolution, stride 2 as patches times weights) against burn's `conv2d`, values
+/// and gradients, through autodiff; and their gradients against finite differences (linear,
+/// so a step of 0.5 is exact up to rounding). 16 output channels put the input's gradient on
+/// the engine's Winograd path too (8 channels or more).
 #[test]
 fn dense_convolution_matches_burns_and_finite_differences() {
     let device = Device::flex().autodiff();
     let plain = Device::flex();
     let mut rng = ChaCha8Rng::seed_from_u64(19);
-    for g in geometries()
+    let cases = geometries()
         .into_iter()
         .filter(|g| g.output().0 * g.output().1 > 0)
-    {
-        let cout = 6;
+        .flat_map(|g| [(g, 6), (g, 16)]);
+    for (g, cout) in cases {
         let (oh, ow) = g.output();
         let k = g.kernel;
         let xs = random(g.batch * g.channels * g.height * g.width, &mut rng);
@@ -693,7 +695,7 @@ fn dense_convolution_matches_burns_and_finite_differences() {
         .zip(ours.iter().zip(&burn))
         {
             let b64: Vec<f64> = b.iter().map(|&v| f64::from(v)).collect();
-            check(&format!("convolution {name} {g:?}"), o, &b64);
+            check(&format!("convolution {name} {g:?} cout {cout}"), o, &b64);
         }
         // Finite differences on a few weights (all would be slow in a debug build).
         let loss = |w: &[f32]| -> f64 {
@@ -723,7 +725,7 @@ fn dense_convolution_matches_burns_and_finite_differences() {
             .collect();
         let analytic: Vec<f32> = picks.iter().map(|&i| ours[2][i]).collect();
         check(
-            &format!("weight gradient vs finite differences {g:?}"),
+            &format!("weight gradient vs finite differences {g:?} cout {cout}"),
             &analytic,
             &numeric,
         );

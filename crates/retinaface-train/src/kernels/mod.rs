@@ -1,5 +1,6 @@
 //! The trainer's own kernels behind burn's autodiff, where burn's CPU backend is slow for
-//! RetinaFace's layer shapes: [`depthwise`] convolution, and BatchNorm in training mode fused
+//! RetinaFace's layer shapes: [`depthwise`] convolution, [`dense`] stride-1 convolution on
+//! the inference engine's kernels, and BatchNorm in training mode fused
 //! with its activation ([`norm`]), forward and backward, exposed to the network as
 //! [`depthwise_conv2d`], [`batch_norm_act`] and [`leaky_relu`] (a burn backend extension with
 //! its own backward passes).
@@ -7,6 +8,7 @@
 //! Each kernel is compiled for several instruction sets and picks the best one the machine
 //! has at run time ([`Isa`]); tests run every set the machine supports.
 
+pub mod dense;
 pub mod depthwise;
 pub mod norm;
 mod op;

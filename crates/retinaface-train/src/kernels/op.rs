@@ -4,6 +4,7 @@
 //! and for autodiff with backward passes that call the same kernels. Other devices (CUDA) run
 //! burn's own operations.
 
+use super::dense;
 use super::depthwise;
 use super::norm::{self, Planes, Slope};
 use super::patches;
@@ -94,9 +95,10 @@ pub fn batch_norm_act(
 }
 
 /// A convolution (`weight` `[Cout, Cin/groups, k, k]`) as the trainer runs it: depthwise
-/// layers by [`depthwise_conv2d`], 1×1 layers as a matrix product, other dense layers as
-/// patches ([`unfold_patches`]) times the weights; burn's `conv2d` elsewhere (other
-/// devices, other group counts, the trainer's kernels switched off).
+/// layers by [`depthwise_conv2d`], 1×1 layers as a matrix product, other dense stride-1
+/// layers on the engine's convolution ([`super::dense`]), the rest (stride 2) as patches
+/// ([`unfold_patches`]) times the weights; burn's `conv2d` elsewhere (other devices, other
+/// group counts, the trainer's kernels switched off).
 pub fn convolution(
     x: Tensor<4>,
     weight: Tensor<4>,
@@ -114,8 +116,17 @@ pub fn convolution(
         return pointwise(x, weight, bias);
     }
     if groups == 1 {
+        let g = geometry(&[n, cin, h, w], k, stride, pad);
+        if custom(&x) && dense::applies(&g, cout) && weight.dims()[3] == k {
+            let bias = bias.unwrap_or_else(|| Tensor::zeros([cout], &x.device()));
+            return Tensor::from_dispatch(<burn::backend::Dispatch as TrainOps>::dense_conv(
+                x.into_dispatch(),
+                weight.into_dispatch(),
+                bias.into_dispatch(),
+                pad,
+            ));
+        }
         if let Some(cols) = unfold_patches(x.clone(), k, stride, pad) {
-            let g = geometry(&[n, cin, h, w], k, stride, pad);
             let (oh, ow) = g.output();
             let y = weight.reshape([1, cout, cin * k * k]).matmul(cols);
             return with_bias(y, bias).reshape([n, cout, oh, ow]);
@@ -201,6 +212,14 @@ pub trait TrainOps: Backend {
 
     fn leaky_act(x: FloatTensor<Self>, slope: f32) -> FloatTensor<Self>;
 
+    /// A dense stride-1 convolution with bias ([`super::dense`]).
+    fn dense_conv(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        pad: usize,
+    ) -> FloatTensor<Self>;
+
     fn unfold_patches(
         x: FloatTensor<Self>,
         kernel: usize,
@@ -242,6 +261,20 @@ pub trait TrainGrads: Backend {
         dy: FloatTensor<Self>,
         state: &NormState,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
+    /// A dense stride-1 convolution's input gradient (if `input`) and weight and bias
+    /// gradients (if `params`) from the output's.
+    #[allow(clippy::type_complexity)]
+    fn dense_grad(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        dy: FloatTensor<Self>,
+        g: Geometry,
+        input: bool,
+        params: bool,
+    ) -> (
+        Option<FloatTensor<Self>>,
+        Option<(FloatTensor<Self>, FloatTensor<Self>)>,
+    );
     /// The adjoint of the patches: the input's gradient from theirs.
     fn fold_patches(cols: FloatTensor<Self>, g: Geometry) -> FloatTensor<Self>;
     /// The activation's input gradient.
@@ -329,6 +362,14 @@ impl TrainOps for Flex {
         flex(norm::activation(&values(&x), slope, Isa::active()), shape)
     }
 
+    fn dense_conv(x: FlexTensor, weight: FlexTensor, bias: FlexTensor, pad: usize) -> FlexTensor {
+        let w = weight.shape().dims::<4>();
+        let g = geometry(&x.shape().dims::<4>(), w[2], 1, pad);
+        let y = dense::forward(&g, &values(&x), &values(&weight), &values(&bias));
+        let (oh, ow) = g.output();
+        flex(y, vec![g.batch, w[0], oh, ow])
+    }
+
     fn unfold_patches(x: FlexTensor, kernel: usize, stride: usize, pad: usize) -> FlexTensor {
         let g = geometry(&x.shape().dims::<4>(), kernel, stride, pad);
         let cols = patches::unfold(&g, &values(&x), Isa::active());
@@ -400,6 +441,30 @@ impl TrainGrads for Flex {
         (flex(dx, shape), flex(dgamma, vec![c]), flex(dbeta, vec![c]))
     }
 
+    fn dense_grad(
+        x: FlexTensor,
+        weight: FlexTensor,
+        dy: FlexTensor,
+        g: Geometry,
+        input: bool,
+        params: bool,
+    ) -> (Option<FlexTensor>, Option<(FlexTensor, FlexTensor)>) {
+        let shape = weight.shape().dims::<4>().to_vec();
+        let cout = shape[0];
+        let (dx, dw) = dense::backward(
+            &g,
+            &values(&x),
+            &values(&weight),
+            &values(&dy),
+            input,
+            params,
+        );
+        (
+            dx.map(|v| flex(v, vec![g.batch, g.channels, g.height, g.width])),
+            dw.map(|(w, b)| (flex(w, shape), flex(b, vec![cout]))),
+        )
+    }
+
     fn fold_patches(cols: FlexTensor, g: Geometry) -> FlexTensor {
         let x = patches::fold(&g, &values(&cols), Isa::active());
         flex(x, vec![g.batch, g.channels, g.height, g.width])
@@ -458,6 +523,40 @@ impl<B: Backend + TrainGrads> Backward<B, 3> for DepthwiseBackward {
         }
         if let Some(node) = node_x {
             grads.register::<B>(node.id, B::depthwise_grad_input(dy, w, g));
+        }
+    }
+}
+
+#[derive(Debug)]
+struct DenseBackward;
+
+impl<B: Backend + TrainGrads> Backward<B, 3> for DenseBackward {
+    /// The input and the weights (checkpointed), and the geometry.
+    type State = (NodeId, NodeId, Geometry);
+
+    fn backward(
+        self,
+        ops: Ops<Self::State, 3>,
+        grads: &mut Gradients,
+        checkpointer: &mut Checkpointer,
+    ) {
+        let [node_x, node_w, node_b] = ops.parents;
+        let dy = grads.consume::<B>(&ops.node);
+        let (x_state, w_state, g) = ops.state;
+        let x = checkpointer.retrieve_node_output::<B::FloatTensorPrimitive>(x_state);
+        let w = checkpointer.retrieve_node_output::<B::FloatTensorPrimitive>(w_state);
+        let params = node_w.is_some() || node_b.is_some();
+        let (dx, dwb) = B::dense_grad(x, w, dy, g, node_x.is_some(), params);
+        if let (Some(node), Some(dx)) = (node_x, dx) {
+            grads.register::<B>(node.id, dx);
+        }
+        if let Some((dw, db)) = dwb {
+            if let Some(node) = node_w {
+                grads.register::<B>(node.id, dw);
+            }
+            if let Some(node) = node_b {
+                grads.register::<B>(node.id, db);
+            }
         }
     }
 }
@@ -615,6 +714,39 @@ impl<B: Backend + TrainOps + TrainGrads, C: CheckpointStrategy> TrainOps for Aut
                 prep.finish((x_state, slope), y)
             }
             OpsKind::UnTracked(prep) => prep.finish(B::leaky_act(x.into_primitive(), slope)),
+        }
+    }
+
+    fn dense_conv(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        pad: usize,
+    ) -> FloatTensor<Self> {
+        let k = weight.primitive().shape().dims::<4>()[2];
+        let g = geometry(&x.primitive().shape().dims::<4>(), k, 1, pad);
+        match DenseBackward
+            .prepare::<C>([x.node(), weight.node(), bias.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(mut prep) => {
+                let x_state = prep.checkpoint(&x);
+                let w_state = prep.checkpoint(&weight);
+                let y = B::dense_conv(
+                    x.into_primitive(),
+                    weight.into_primitive(),
+                    bias.into_primitive(),
+                    pad,
+                );
+                prep.finish((x_state, w_state, g), y)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::dense_conv(
+                x.into_primitive(),
+                weight.into_primitive(),
+                bias.into_primitive(),
+                pad,
+            )),
         }
     }
 
