@@ -14,7 +14,7 @@
 //! enabled (see [`super::Isa`]); the weight gradient's dot products keep eight partial sums so
 //! that they vectorise too.
 
-use super::{run, Geometry, Isa};
+use super::{isa_fn, Geometry, Isa};
 use rayon::prelude::*;
 
 /// `y = depthwise(x, w) + bias`: `x` is `[N, C, H, W]`, `w` `[C, 1, k, k]`, `bias` `[C]`.
@@ -31,30 +31,31 @@ pub fn forward(g: &Geometry, x: &[f32], w: &[f32], bias: Option<&[f32]>, isa: Is
             let xp = &x[i * g.plane()..(i + 1) * g.plane()];
             let wc = &w[c * kk..(c + 1) * kk];
             let b = bias.map_or(0.0, |b| b[c]);
-            run(isa, || forward_plane(g, xp, wc, b, out));
+            forward_plane(isa, g, xp, wc, b, out);
         });
     y
 }
 
-#[inline(always)]
-fn forward_plane(g: &Geometry, x: &[f32], w: &[f32], b: f32, out: &mut [f32]) {
-    let (oh, ow) = g.output();
-    let k = g.kernel;
-    let phases = Phases::of(g, x);
-    out.fill(b);
-    for oy in 0..oh {
-        let orow = &mut out[oy * ow..(oy + 1) * ow];
-        for ky in 0..k {
-            let Some(iy) = g.row(oy, ky) else { continue };
-            for kx in 0..k {
-                let cols = g.columns(kx);
-                if cols.is_empty() {
-                    continue;
-                }
-                let wv = w[ky * k + kx];
-                let xs = phases.source(g, iy, kx, &cols);
-                for (o, &xv) in orow[cols].iter_mut().zip(xs) {
-                    *o += wv * xv;
+isa_fn! {
+    fn forward_plane(g: &Geometry, x: &[f32], w: &[f32], b: f32, out: &mut [f32]) {
+        let (oh, ow) = g.output();
+        let k = g.kernel;
+        let phases = Phases::of(g, x);
+        out.fill(b);
+        for oy in 0..oh {
+            let orow = &mut out[oy * ow..(oy + 1) * ow];
+            for ky in 0..k {
+                let Some(iy) = g.row(oy, ky) else { continue };
+                for kx in 0..k {
+                    let cols = g.columns(kx);
+                    if cols.is_empty() {
+                        continue;
+                    }
+                    let wv = w[ky * k + kx];
+                    let xs = phases.source(g, iy, kx, &cols);
+                    for (o, &xv) in orow[cols].iter_mut().zip(xs) {
+                        *o += wv * xv;
+                    }
                 }
             }
         }
@@ -123,50 +124,51 @@ pub fn backward_input(g: &Geometry, dy: &[f32], w: &[f32], isa: Isa) -> Vec<f32>
             let c = i % g.channels;
             let dyp = &dy[i * g.out_plane()..(i + 1) * g.out_plane()];
             let wc = &w[c * kk..(c + 1) * kk];
-            run(isa, || backward_input_plane(g, dyp, wc, dxp));
+            backward_input_plane(isa, g, dyp, wc, dxp);
         });
     dx
 }
 
-#[inline(always)]
-fn backward_input_plane(g: &Geometry, dy: &[f32], w: &[f32], dx: &mut [f32]) {
-    let (oh, ow) = g.output();
-    let (k, s) = (g.kernel, g.stride);
-    // Accumulate by phase (contiguous), then interleave into the plane.
-    let len = g.width.div_ceil(s);
-    let mut acc = if s == 1 {
-        Vec::new()
-    } else {
-        vec![0.0f32; s * g.height * len]
-    };
-    for oy in 0..oh {
-        let dyrow = &dy[oy * ow..(oy + 1) * ow];
-        for ky in 0..k {
-            let Some(iy) = g.row(oy, ky) else { continue };
-            for kx in 0..k {
-                let cols = g.columns(kx);
-                if cols.is_empty() {
-                    continue;
-                }
-                let wv = w[ky * k + kx];
-                let (r, first) = phase_index(g, kx, cols.start);
-                let row = if s == 1 {
-                    &mut dx[iy * g.width..(iy + 1) * g.width]
-                } else {
-                    &mut acc[(r * g.height + iy) * len..][..len]
-                };
-                for (d, &gv) in row[first..first + cols.len()].iter_mut().zip(&dyrow[cols]) {
-                    *d += wv * gv;
+isa_fn! {
+    fn backward_input_plane(g: &Geometry, dy: &[f32], w: &[f32], dx: &mut [f32]) {
+        let (oh, ow) = g.output();
+        let (k, s) = (g.kernel, g.stride);
+        // Accumulate by phase (contiguous), then interleave into the plane.
+        let len = g.width.div_ceil(s);
+        let mut acc = if s == 1 {
+            Vec::new()
+        } else {
+            vec![0.0f32; s * g.height * len]
+        };
+        for oy in 0..oh {
+            let dyrow = &dy[oy * ow..(oy + 1) * ow];
+            for ky in 0..k {
+                let Some(iy) = g.row(oy, ky) else { continue };
+                for kx in 0..k {
+                    let cols = g.columns(kx);
+                    if cols.is_empty() {
+                        continue;
+                    }
+                    let wv = w[ky * k + kx];
+                    let (r, first) = phase_index(g, kx, cols.start);
+                    let row = if s == 1 {
+                        &mut dx[iy * g.width..(iy + 1) * g.width]
+                    } else {
+                        &mut acc[(r * g.height + iy) * len..][..len]
+                    };
+                    for (d, &gv) in row[first..first + cols.len()].iter_mut().zip(&dyrow[cols]) {
+                        *d += wv * gv;
+                    }
                 }
             }
         }
-    }
-    if s > 1 {
-        for y in 0..g.height {
-            let row = &mut dx[y * g.width..(y + 1) * g.width];
-            for (j, chunk) in row.chunks_mut(s).enumerate() {
-                for (r, v) in chunk.iter_mut().enumerate() {
-                    *v = acc[(r * g.height + y) * len + j];
+        if s > 1 {
+            for y in 0..g.height {
+                let row = &mut dx[y * g.width..(y + 1) * g.width];
+                for (j, chunk) in row.chunks_mut(s).enumerate() {
+                    for (r, v) in chunk.iter_mut().enumerate() {
+                        *v = acc[(r * g.height + y) * len + j];
+                    }
                 }
             }
         }
@@ -185,10 +187,7 @@ pub fn backward_weight(g: &Geometry, x: &[f32], dy: &[f32], isa: Isa) -> (Vec<f3
                 let i = n * g.channels + c;
                 let xp = &x[i * g.plane()..(i + 1) * g.plane()];
                 let dyp = &dy[i * g.out_plane()..(i + 1) * g.out_plane()];
-                run(isa, || {
-                    db += sum(dyp);
-                    backward_weight_plane(g, xp, dyp, &mut dw);
-                });
+                db += backward_weight_plane(isa, g, xp, dyp, &mut dw);
             }
             (dw, db)
         })
@@ -202,24 +201,27 @@ pub fn backward_weight(g: &Geometry, x: &[f32], dy: &[f32], isa: Isa) -> (Vec<f3
     (dw, db)
 }
 
-#[inline(always)]
-fn backward_weight_plane(g: &Geometry, x: &[f32], dy: &[f32], dw: &mut [f32]) {
-    let (oh, ow) = g.output();
-    let k = g.kernel;
-    let phases = Phases::of(g, x);
-    for oy in 0..oh {
-        let dyrow = &dy[oy * ow..(oy + 1) * ow];
-        for ky in 0..k {
-            let Some(iy) = g.row(oy, ky) else { continue };
-            for kx in 0..k {
-                let cols = g.columns(kx);
-                if cols.is_empty() {
-                    continue;
+isa_fn! {
+    /// Adds the plane's weight gradient to `dw`; returns its bias gradient.
+    fn backward_weight_plane(g: &Geometry, x: &[f32], dy: &[f32], dw: &mut [f32]) -> f32 {
+        let (oh, ow) = g.output();
+        let k = g.kernel;
+        let phases = Phases::of(g, x);
+        for oy in 0..oh {
+            let dyrow = &dy[oy * ow..(oy + 1) * ow];
+            for ky in 0..k {
+                let Some(iy) = g.row(oy, ky) else { continue };
+                for kx in 0..k {
+                    let cols = g.columns(kx);
+                    if cols.is_empty() {
+                        continue;
+                    }
+                    let xs = phases.source(g, iy, kx, &cols);
+                    dw[ky * k + kx] += dot(&dyrow[cols], xs);
                 }
-                let xs = phases.source(g, iy, kx, &cols);
-                dw[ky * k + kx] += dot(&dyrow[cols], xs);
             }
         }
+        sum(dy)
     }
 }
 

@@ -76,32 +76,39 @@ impl Geometry {
 /// (`RETINAFACE_SIMD` forces one, as for inference).
 pub use retinaface::engine::Simd as Isa;
 
-/// Runs `f` compiled for `isa` (inlined into a function with its target features), or
-/// portably where the machine lacks it.
-#[inline(always)]
-pub fn run<R>(isa: Isa, f: impl FnOnce() -> R) -> R {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if isa == Isa::Avx512 && isa.supported() {
-            // SAFETY: the CPU has AVX-512F, checked just above.
-            return unsafe { with_avx512(f) };
+/// Defines `fn name(isa: Isa, args…)` whose body is compiled three times, for AVX-512, for
+/// AVX2 with FMA and portably, and runs the one `isa` names where the machine has it.
+///
+/// Why a macro: the body must be written inside each `#[target_feature]` function, so that
+/// the closures it contains inherit the features too. A closure handed to such a function
+/// from outside is compiled without them, and the compiler did not inline it: the BatchNorm
+/// backward and the depthwise kernels ran as scalar or 4-wide SSE code on an AVX-512 machine
+/// (seen in `perf annotate` of a training run).
+macro_rules! isa_fn {
+    ($(#[$meta:meta])* $vis:vis fn $name:ident($($arg:ident : $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
+        $(#[$meta])*
+        #[allow(clippy::too_many_arguments)]
+        $vis fn $name(isa: $crate::kernels::Isa, $($arg: $ty),*) $(-> $ret)? {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx512f,avx2,fma")]
+                #[allow(clippy::too_many_arguments)]
+                unsafe fn avx512($($arg: $ty),*) $(-> $ret)? $body
+                #[target_feature(enable = "avx2,fma")]
+                #[allow(clippy::too_many_arguments)]
+                unsafe fn avx2($($arg: $ty),*) $(-> $ret)? $body
+                if isa == $crate::kernels::Isa::Avx512 && isa.supported() {
+                    // SAFETY: the CPU has AVX-512F, checked just above.
+                    return unsafe { avx512($($arg),*) };
+                }
+                if isa == $crate::kernels::Isa::Avx2 && isa.supported() {
+                    // SAFETY: the CPU has AVX2 and FMA, checked just above.
+                    return unsafe { avx2($($arg),*) };
+                }
+            }
+            let _ = isa;
+            $body
         }
-        if isa == Isa::Avx2 && isa.supported() {
-            // SAFETY: the CPU has AVX2 and FMA, checked just above.
-            return unsafe { with_avx2(f) };
-        }
-    }
-    f()
+    };
 }
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn with_avx2<R>(f: impl FnOnce() -> R) -> R {
-    f()
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx2,fma")]
-unsafe fn with_avx512<R>(f: impl FnOnce() -> R) -> R {
-    f()
-}
+pub(crate) use isa_fn;

@@ -11,7 +11,7 @@
 //! The variance is the biased one (divided by the number of values), the one burn's
 //! BatchNorm normalises with and keeps as its running variance.
 
-use super::{run, Isa};
+use super::{isa_fn, Isa};
 use rayon::prelude::*;
 
 /// An NCHW shape: batch, channels, and pixels per plane.
@@ -70,26 +70,29 @@ fn plane_sum(n: usize, f: impl Fn(usize) -> f32) -> f64 {
 pub fn channel_stats(p: &Planes, x: &[f32], isa: Isa) -> (Vec<f32>, Vec<f32>) {
     (0..p.channels)
         .into_par_iter()
-        .map(|c| {
-            run(isa, || {
-                let plane = |n: usize| &x[(n * p.channels + c) * p.pixels..][..p.pixels];
-                let sum: f64 = (0..p.batch)
-                    .map(|n| {
-                        let v = plane(n);
-                        plane_sum(v.len(), |i| v[i])
-                    })
-                    .sum();
-                let mean = (sum / p.count()) as f32;
-                let sq: f64 = (0..p.batch)
-                    .map(|n| {
-                        let v = plane(n);
-                        plane_sum(v.len(), |i| (v[i] - mean) * (v[i] - mean))
-                    })
-                    .sum();
-                (mean, (sq / p.count()) as f32)
-            })
-        })
+        .map(|c| channel_moments(isa, p, x, c))
         .unzip()
+}
+
+isa_fn! {
+    /// Channel `c`'s mean and biased variance.
+    fn channel_moments(p: &Planes, x: &[f32], c: usize) -> (f32, f32) {
+        let plane = |n: usize| &x[(n * p.channels + c) * p.pixels..][..p.pixels];
+        let sum: f64 = (0..p.batch)
+            .map(|n| {
+                let v = plane(n);
+                plane_sum(v.len(), |i| v[i])
+            })
+            .sum();
+        let mean = (sum / p.count()) as f32;
+        let sq: f64 = (0..p.batch)
+            .map(|n| {
+                let v = plane(n);
+                plane_sum(v.len(), |i| (v[i] - mean) * (v[i] - mean))
+            })
+            .sum();
+        (mean, (sq / p.count()) as f32)
+    }
 }
 
 /// Per-channel `scale = γ/√(σ² + ε)` and `shift = β − μ·scale`.
@@ -126,13 +129,18 @@ pub fn forward(
         .enumerate()
         .for_each(|(i, (yp, xp))| {
             let (a, b) = ab[i % p.channels];
-            run(isa, || {
-                for (o, &v) in yp.iter_mut().zip(xp) {
-                    *o = act(a * v + b, s);
-                }
-            });
+            normalise_plane(isa, yp, xp, a, b, s);
         });
     y
+}
+
+isa_fn! {
+    /// `y = act(a·x + b)` over a plane.
+    fn normalise_plane(y: &mut [f32], x: &[f32], a: f32, b: f32, s: f32) {
+        for (o, &v) in y.iter_mut().zip(x) {
+            *o = act(a * v + b, s);
+        }
+    }
 }
 
 /// The gradients of the input, γ and β, from the output's gradient `dy` and the statistics
@@ -161,18 +169,7 @@ pub fn backward(
         .into_par_iter()
         .map(|c| {
             let (a, b) = ab[c];
-            let (m, is) = (mean[c], inv_std[c]);
-            run(isa, || {
-                let (mut sg, mut sgx) = (0.0f64, 0.0f64);
-                for n in 0..p.batch {
-                    let at = (n * p.channels + c) * p.pixels;
-                    let (xv, gv) = (&x[at..at + p.pixels], &dy[at..at + p.pixels]);
-                    let g = |i: usize| act_grad(a * xv[i] + b, gv[i], s);
-                    sg += plane_sum(p.pixels, g);
-                    sgx += plane_sum(p.pixels, |i| g(i) * (xv[i] - m) * is);
-                }
-                (sg as f32, sgx as f32)
-            })
+            grad_sums(isa, p, x, dy, c, (a, b), (mean[c], inv_std[c]), s)
         })
         .unzip();
     let count = p.count() as f32;
@@ -191,14 +188,53 @@ pub fn backward(
             let (mg, mgx) = (dbeta[c] / count, dgamma[c] / count);
             let at = i * p.pixels;
             let (xv, gv) = (&x[at..at + p.pixels], &dy[at..at + p.pixels]);
-            run(isa, || {
-                for ((d, &v), &gy) in dxp.iter_mut().zip(xv).zip(gv) {
-                    let g = act_grad(a * v + b, gy, s);
-                    *d = k * (g - mg - (v - m) * is * mgx);
-                }
-            });
+            grad_plane(isa, dxp, xv, gv, (a, b), (m, is), s, (k, mg, mgx));
         });
     (dx, dgamma, dbeta)
+}
+
+isa_fn! {
+    /// Channel `c`'s Σ g and Σ g·x̂, with g the gradient before the activation, for the
+    /// normalisation `(a, b)` and statistics `(mean, 1/σ)`.
+    fn grad_sums(
+        p: &Planes,
+        x: &[f32],
+        dy: &[f32],
+        c: usize,
+        affine: (f32, f32),
+        stats: (f32, f32),
+        s: f32,
+    ) -> (f32, f32) {
+        let ((a, b), (m, is)) = (affine, stats);
+        let (mut sg, mut sgx) = (0.0f64, 0.0f64);
+        for n in 0..p.batch {
+            let at = (n * p.channels + c) * p.pixels;
+            let (xv, gv) = (&x[at..at + p.pixels], &dy[at..at + p.pixels]);
+            let g = |i: usize| act_grad(a * xv[i] + b, gv[i], s);
+            sg += plane_sum(p.pixels, g);
+            sgx += plane_sum(p.pixels, |i| g(i) * (xv[i] - m) * is);
+        }
+        (sg as f32, sgx as f32)
+    }
+}
+
+isa_fn! {
+    /// A plane's input gradient: `dx = k·(g − mg − x̂·mgx)`.
+    fn grad_plane(
+        dx: &mut [f32],
+        x: &[f32],
+        dy: &[f32],
+        affine: (f32, f32),
+        stats: (f32, f32),
+        s: f32,
+        terms: (f32, f32, f32),
+    ) {
+        let ((a, b), (m, is), (k, mg, mgx)) = (affine, stats, terms);
+        for ((d, &v), &gy) in dx.iter_mut().zip(x).zip(dy) {
+            let g = act_grad(a * v + b, gy, s);
+            *d = k * (g - mg - (v - m) * is * mgx);
+        }
+    }
 }
 
 /// LeakyReLU alone (0 is ReLU).
@@ -206,13 +242,7 @@ pub fn activation(x: &[f32], slope: f32, isa: Isa) -> Vec<f32> {
     let mut y = vec![0.0f32; x.len()];
     y.par_chunks_mut(1 << 14)
         .zip(x.par_chunks(1 << 14))
-        .for_each(|(yc, xc)| {
-            run(isa, || {
-                for (o, &v) in yc.iter_mut().zip(xc) {
-                    *o = act(v, slope);
-                }
-            })
-        });
+        .for_each(|(yc, xc)| activate(isa, yc, xc, slope));
     y
 }
 
@@ -221,12 +251,22 @@ pub fn activation_grad(x: &[f32], dy: &[f32], slope: f32, isa: Isa) -> Vec<f32> 
     let mut dx = vec![0.0f32; x.len()];
     dx.par_chunks_mut(1 << 14)
         .zip(x.par_chunks(1 << 14).zip(dy.par_chunks(1 << 14)))
-        .for_each(|(dc, (xc, gc))| {
-            run(isa, || {
-                for ((d, &v), &g) in dc.iter_mut().zip(xc).zip(gc) {
-                    *d = act_grad(v, g, slope);
-                }
-            })
-        });
+        .for_each(|(dc, (xc, gc))| activate_grad(isa, dc, xc, gc, slope));
     dx
+}
+
+isa_fn! {
+    fn activate(y: &mut [f32], x: &[f32], slope: f32) {
+        for (o, &v) in y.iter_mut().zip(x) {
+            *o = act(v, slope);
+        }
+    }
+}
+
+isa_fn! {
+    fn activate_grad(dx: &mut [f32], x: &[f32], dy: &[f32], slope: f32) {
+        for ((d, &v), &g) in dx.iter_mut().zip(x).zip(dy) {
+            *d = act_grad(v, g, slope);
+        }
+    }
 }

@@ -7,7 +7,7 @@
 //! MobileNet-0.25's seventeen dense 3×3 layers (batch 8, 640×640, two threads; measured with
 //! `examples/profile_step.rs`); as patches times weights, 319 ms (docs/training.md).
 
-use super::{run, Geometry, Isa};
+use super::{isa_fn, Geometry, Isa};
 use rayon::prelude::*;
 
 /// `[N, C, H, W]` → `[N, C·k·k, OH·OW]`: row `(c·k + ky)·k + kx` holds, for every output
@@ -24,29 +24,30 @@ pub fn unfold(g: &Geometry, x: &[f32], isa: Isa) -> Vec<f32> {
         .enumerate()
         .for_each(|(i, rows)| {
             let plane = &x[i * g.plane()..(i + 1) * g.plane()];
-            run(isa, || unfold_channel(g, plane, rows));
+            unfold_channel(isa, g, plane, rows);
         });
     cols
 }
 
-#[inline(always)]
-fn unfold_channel(g: &Geometry, x: &[f32], rows: &mut [f32]) {
-    let (oh, ow) = g.output();
-    let (k, s, p) = (g.kernel, g.stride, g.pad);
-    for ky in 0..k {
-        for kx in 0..k {
-            let row = &mut rows[(ky * k + kx) * oh * ow..][..oh * ow];
-            let cols = g.columns(kx);
-            for oy in 0..oh {
-                let Some(iy) = g.row(oy, ky) else { continue };
-                let xrow = &x[iy * g.width..(iy + 1) * g.width];
-                let orow = &mut row[oy * ow..(oy + 1) * ow];
-                if s == 1 {
-                    let first = cols.start + kx - p;
-                    orow[cols.clone()].copy_from_slice(&xrow[first..first + cols.len()]);
-                } else {
-                    for ox in cols.clone() {
-                        orow[ox] = xrow[ox * s + kx - p];
+isa_fn! {
+    fn unfold_channel(g: &Geometry, x: &[f32], rows: &mut [f32]) {
+        let (oh, ow) = g.output();
+        let (k, s, p) = (g.kernel, g.stride, g.pad);
+        for ky in 0..k {
+            for kx in 0..k {
+                let row = &mut rows[(ky * k + kx) * oh * ow..][..oh * ow];
+                let cols = g.columns(kx);
+                for oy in 0..oh {
+                    let Some(iy) = g.row(oy, ky) else { continue };
+                    let xrow = &x[iy * g.width..(iy + 1) * g.width];
+                    let orow = &mut row[oy * ow..(oy + 1) * ow];
+                    if s == 1 {
+                        let first = cols.start + kx - p;
+                        orow[cols.clone()].copy_from_slice(&xrow[first..first + cols.len()]);
+                    } else {
+                        for ox in cols.clone() {
+                            orow[ox] = xrow[ox * s + kx - p];
+                        }
                     }
                 }
             }
@@ -67,32 +68,33 @@ pub fn fold(g: &Geometry, cols: &[f32], isa: Isa) -> Vec<f32> {
         .enumerate()
         .for_each(|(i, plane)| {
             let rows = &cols[i * taps * out..(i + 1) * taps * out];
-            run(isa, || fold_channel(g, rows, plane));
+            fold_channel(isa, g, rows, plane);
         });
     x
 }
 
-#[inline(always)]
-fn fold_channel(g: &Geometry, rows: &[f32], x: &mut [f32]) {
-    let (oh, ow) = g.output();
-    let (k, s, p) = (g.kernel, g.stride, g.pad);
-    for ky in 0..k {
-        for kx in 0..k {
-            let row = &rows[(ky * k + kx) * oh * ow..][..oh * ow];
-            let cols = g.columns(kx);
-            for oy in 0..oh {
-                let Some(iy) = g.row(oy, ky) else { continue };
-                let xrow = &mut x[iy * g.width..(iy + 1) * g.width];
-                let grow = &row[oy * ow..(oy + 1) * ow];
-                if s == 1 {
-                    let first = cols.start + kx - p;
-                    let len = cols.len();
-                    for (d, &v) in xrow[first..first + len].iter_mut().zip(&grow[cols.clone()]) {
-                        *d += v;
-                    }
-                } else {
-                    for ox in cols.clone() {
-                        xrow[ox * s + kx - p] += grow[ox];
+isa_fn! {
+    fn fold_channel(g: &Geometry, rows: &[f32], x: &mut [f32]) {
+        let (oh, ow) = g.output();
+        let (k, s, p) = (g.kernel, g.stride, g.pad);
+        for ky in 0..k {
+            for kx in 0..k {
+                let row = &rows[(ky * k + kx) * oh * ow..][..oh * ow];
+                let cols = g.columns(kx);
+                for oy in 0..oh {
+                    let Some(iy) = g.row(oy, ky) else { continue };
+                    let xrow = &mut x[iy * g.width..(iy + 1) * g.width];
+                    let grow = &row[oy * ow..(oy + 1) * ow];
+                    if s == 1 {
+                        let first = cols.start + kx - p;
+                        let len = cols.len();
+                        for (d, &v) in xrow[first..first + len].iter_mut().zip(&grow[cols.clone()]) {
+                            *d += v;
+                        }
+                    } else {
+                        for ox in cols.clone() {
+                            xrow[ox * s + kx - p] += grow[ox];
+                        }
                     }
                 }
             }
