@@ -82,11 +82,13 @@ impl<'a> Phases<'a> {
         }
         let len = g.width.div_ceil(s);
         let mut data = vec![0.0f32; s * g.height * len];
-        for y in 0..g.height {
-            let row = &x[y * g.width..(y + 1) * g.width];
-            for (j, chunk) in row.chunks(s).enumerate() {
-                for (r, &v) in chunk.iter().enumerate() {
-                    data[(r * g.height + y) * len + j] = v;
+        // Phase by phase, so each destination row is written in order (a chunk of `s` per
+        // output, indexed per value, was 3 % of a training step).
+        for (r, phase) in data.chunks_exact_mut(g.height * len).enumerate() {
+            for (y, dst) in phase.chunks_exact_mut(len).enumerate() {
+                let row = &x[y * g.width..(y + 1) * g.width];
+                for (d, &v) in dst.iter_mut().zip(row.iter().skip(r).step_by(s)) {
+                    *d = v;
                 }
             }
         }
