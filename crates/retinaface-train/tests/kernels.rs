@@ -731,3 +731,50 @@ fn dense_convolution_matches_burns_and_finite_differences() {
         );
     }
 }
+
+/// Nearest resizing on the trainer's kernel against burn's `select` by PyTorch's source
+/// index ⌊i·in/out⌋: output and input gradient, through autodiff (the output exactly, a copy
+/// of the same values; the gradient within 1e-6, sums of the same values).
+#[test]
+fn nearest_upsampling_matches_selects() {
+    use burn::tensor::Int;
+    let device = Device::flex().autodiff();
+    let mut rng = ChaCha8Rng::seed_from_u64(23);
+    for (shape, (h, w)) in [
+        ([2, 3, 5, 7], (10, 14)),
+        ([1, 4, 5, 7], (9, 13)),
+        ([2, 2, 6, 8], (3, 4)),
+        ([1, 1, 1, 1], (2, 2)),
+    ] {
+        let xs = random(shape.iter().product(), &mut rng);
+        let r = random(shape[0] * shape[1] * h * w, &mut rng);
+        let run = |ours: bool| {
+            let x = t4(&xs, shape, &device).require_grad();
+            let y = if ours {
+                retinaface_train::kernels::upsample_nearest(x.clone(), h, w)
+                    .expect("the trainer's kernels run on Flex")
+            } else {
+                let index = |n_out: usize, n_in: usize| {
+                    let idx: Vec<i64> = (0..n_out).map(|i| (i * n_in / n_out) as i64).collect();
+                    Tensor::<1, Int>::from_data(TensorData::new(idx, vec![n_out]), &device)
+                };
+                x.clone()
+                    .select(2, index(h, shape[2]))
+                    .select(3, index(w, shape[3]))
+            };
+            let grads = (y.clone() * t4(&r, [shape[0], shape[1], h, w], &device))
+                .sum()
+                .backward();
+            (host(y), x.grad(&grads).map(host).unwrap_or_default())
+        };
+        let (ours, burn) = (run(true), run(false));
+        assert_eq!(ours.0, burn.0, "output {shape:?} → {h}×{w}");
+        assert_eq!(ours.1.len(), burn.1.len());
+        for (a, b) in ours.1.iter().zip(&burn.1) {
+            assert!(
+                (a - b).abs() <= 1e-6,
+                "gradient {shape:?} → {h}×{w}: {a} vs {b}"
+            );
+        }
+    }
+}

@@ -13,9 +13,11 @@ pub mod depthwise;
 pub mod norm;
 mod op;
 pub mod patches;
+pub mod resample;
 
 pub use op::{
     batch_norm_act, convolution, depthwise_conv2d, leaky_relu, set_custom_kernels, unfold_patches,
+    upsample_nearest,
 };
 
 /// The geometry of a convolution: input `[batch, channels, height, width]`, a square

@@ -8,6 +8,7 @@ use super::dense;
 use super::depthwise;
 use super::norm::{self, Planes, Slope};
 use super::patches;
+use super::resample;
 use super::Geometry;
 use super::Isa;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
@@ -176,6 +177,17 @@ pub fn unfold_patches(x: Tensor<4>, kernel: usize, stride: usize, pad: usize) ->
     ))
 }
 
+/// Nearest-neighbour resizing to `h × w` ([`super::resample`]), differentiable; `None` where
+/// the trainer's kernels do not run.
+pub fn upsample_nearest(x: Tensor<4>, h: usize, w: usize) -> Option<Tensor<4>> {
+    if !custom(&x) {
+        return None;
+    }
+    Some(Tensor::from_dispatch(
+        <burn::backend::Dispatch as TrainOps>::upsample_nearest(x.into_dispatch(), h, w),
+    ))
+}
+
 /// LeakyReLU with negative slope `slope` (0 is ReLU).
 pub fn leaky_relu(x: Tensor<4>, slope: f32) -> Tensor<4> {
     if !custom(&x) {
@@ -226,6 +238,8 @@ pub trait TrainOps: Backend {
         stride: usize,
         pad: usize,
     ) -> FloatTensor<Self>;
+
+    fn upsample_nearest(x: FloatTensor<Self>, h: usize, w: usize) -> FloatTensor<Self>;
 }
 
 /// What the fused BatchNorm's backward pass needs besides the input.
@@ -275,6 +289,8 @@ pub trait TrainGrads: Backend {
         Option<FloatTensor<Self>>,
         Option<(FloatTensor<Self>, FloatTensor<Self>)>,
     );
+    /// The adjoint of nearest upsampling from `input` (`[N, C, ih, iw]`): the input's gradient.
+    fn upsample_nearest_grad(dy: FloatTensor<Self>, input: [usize; 4]) -> FloatTensor<Self>;
     /// The adjoint of the patches: the input's gradient from theirs.
     fn fold_patches(cols: FloatTensor<Self>, g: Geometry) -> FloatTensor<Self>;
     /// The activation's input gradient.
@@ -370,6 +386,14 @@ impl TrainOps for Flex {
         flex(y, vec![g.batch, w[0], oh, ow])
     }
 
+    fn upsample_nearest(x: FlexTensor, h: usize, w: usize) -> FlexTensor {
+        let [n, c, ih, iw] = x.shape().dims::<4>();
+        flex(
+            resample::nearest(&values(&x), (ih, iw), (h, w)),
+            vec![n, c, h, w],
+        )
+    }
+
     fn unfold_patches(x: FlexTensor, kernel: usize, stride: usize, pad: usize) -> FlexTensor {
         let g = geometry(&x.shape().dims::<4>(), kernel, stride, pad);
         let cols = patches::unfold(&g, &values(&x), Isa::active());
@@ -462,6 +486,15 @@ impl TrainGrads for Flex {
         (
             dx.map(|v| flex(v, vec![g.batch, g.channels, g.height, g.width])),
             dw.map(|(w, b)| (flex(w, shape), flex(b, vec![cout]))),
+        )
+    }
+
+    fn upsample_nearest_grad(dy: FlexTensor, input: [usize; 4]) -> FlexTensor {
+        let [_, _, oh, ow] = dy.shape().dims::<4>();
+        let [.., ih, iw] = input;
+        flex(
+            resample::nearest_adjoint(&values(&dy), (ih, iw), (oh, ow)),
+            input.to_vec(),
         )
     }
 
@@ -611,6 +644,27 @@ impl<B: Backend + TrainGrads> Backward<B, 1> for PatchesBackward {
 }
 
 #[derive(Debug)]
+struct UpsampleBackward;
+
+impl<B: Backend + TrainGrads> Backward<B, 1> for UpsampleBackward {
+    /// The input's shape.
+    type State = [usize; 4];
+
+    fn backward(
+        self,
+        ops: Ops<Self::State, 1>,
+        grads: &mut Gradients,
+        _checkpointer: &mut Checkpointer,
+    ) {
+        let [node_x] = ops.parents;
+        let dy = grads.consume::<B>(&ops.node);
+        if let Some(node) = node_x {
+            grads.register::<B>(node.id, B::upsample_nearest_grad(dy, ops.state));
+        }
+    }
+}
+
+#[derive(Debug)]
 struct ActivationBackward;
 
 impl<B: Backend + TrainGrads> Backward<B, 1> for ActivationBackward {
@@ -653,6 +707,21 @@ impl<B: Backend + TrainOps + TrainGrads, C: CheckpointStrategy> TrainOps for Aut
             OpsKind::UnTracked(prep) => {
                 prep.finish(B::unfold_patches(x.into_primitive(), kernel, stride, pad))
             }
+        }
+    }
+
+    fn upsample_nearest(x: FloatTensor<Self>, h: usize, w: usize) -> FloatTensor<Self> {
+        let input = x.primitive().shape().dims::<4>();
+        // Linear: the backward pass needs the input's shape only.
+        match UpsampleBackward
+            .prepare::<C>([x.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                prep.finish(input, B::upsample_nearest(x.into_primitive(), h, w))
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::upsample_nearest(x.into_primitive(), h, w)),
         }
     }
 
