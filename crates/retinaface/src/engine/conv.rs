@@ -54,6 +54,24 @@ impl Activation {
     }
 }
 
+/// The direct kernel of OIHW weights.
+fn direct(
+    weight: &[f32],
+    bias: &[f32],
+    slope: &[f32],
+    (cout, cin, k): (usize, usize, usize),
+) -> Kernel {
+    let kk = k * k;
+    Kernel::Direct(Packed::new(
+        kk,
+        cin,
+        cout,
+        |t, ci, co| weight[(co * cin + ci) * kk + t],
+        bias,
+        slope,
+    ))
+}
+
 /// How a convolution is computed.
 #[derive(Debug, Clone)]
 enum Kernel {
@@ -151,15 +169,7 @@ impl Conv2d {
             if k == 3 && stride == 1 && pad == 1 && cin >= 8 {
                 Kernel::Winograd(winograd::Weights::new(weight, bias, &slope, cin, cout))
             } else {
-                let kk = k * k;
-                Kernel::Direct(Packed::new(
-                    kk,
-                    cin,
-                    cout,
-                    |t, ci, co| weight[(co * cin + ci) * kk + t],
-                    bias,
-                    &slope,
-                ))
+                direct(weight, bias, &slope, (cout, cin, k))
             }
         };
         Conv2d {
@@ -172,6 +182,34 @@ impl Conv2d {
             bias: bias.to_vec(),
             slope,
             kernel,
+        }
+    }
+
+    /// A dense convolution as [`Conv2d::from_oihw`], always computed directly (tap by tap),
+    /// never in the Winograd domain, whose transforms round more: for callers that must
+    /// agree with a plain sum of products to a tolerance (the trainer's forward pass).
+    pub fn direct_from_oihw(
+        weight: &[f32],
+        bias: &[f32],
+        (cout, cin, k): (usize, usize, usize),
+        stride: usize,
+        pad: usize,
+        act: Activation,
+    ) -> Self {
+        assert_eq!(bias.len(), cout);
+        assert_eq!(weight.len(), cout * cin * k * k);
+        assert!(k * k <= MAX_TAPS, "kernels up to 7×7");
+        let slope = vec![act.slope(); cout];
+        Conv2d {
+            cin,
+            cout,
+            k,
+            stride,
+            pad,
+            act,
+            bias: bias.to_vec(),
+            kernel: direct(weight, bias, &slope, (cout, cin, k)),
+            slope,
         }
     }
 
@@ -610,6 +648,35 @@ mod tests {
                     "NOT TESTED: SIMD path `{}` (this CPU cannot run it)",
                     simd.name()
                 );
+            }
+        }
+    }
+
+    /// The direct constructor on shapes that would go to Winograd: a plain sum of products,
+    /// within 1e-5 relative of the oracle on every SIMD path this machine has.
+    #[test]
+    fn direct_constructor_never_uses_winograd() {
+        for &(h, w, cin, cout) in &[(13, 11, 12, 20), (9, 14, 64, 48), (10, 81, 16, 16)] {
+            let input = Feature {
+                h,
+                w,
+                c: cin,
+                data: pseudo(h * w * cin, 7),
+            };
+            let (wt, b) = (pseudo(cout * cin * 9, 2), pseudo(cout, 3));
+            let conv =
+                Conv2d::direct_from_oihw(&wt, &b, (cout, cin, 3), 1, 1, Activation::Identity);
+            assert!(matches!(conv.kernel, Kernel::Direct(_)));
+            let want = naive(&input, &wt, &b, cout, 3, 1, 1, false);
+            for simd in Simd::ALL.into_iter().filter(|s| s.supported()) {
+                let mut out = vec![0.0; h * w * cout];
+                conv.run(simd, &input, 0, &mut out, cout, 0, &mut Vec::new());
+                for (a, b) in out.iter().zip(&want.data) {
+                    assert!(
+                        (a - b).abs() < 1e-5 * (1.0 + b.abs()),
+                        "{a} vs naive {b}: {simd:?} {h}×{w}×{cin} → {cout}"
+                    );
+                }
             }
         }
     }
