@@ -50,23 +50,7 @@ fn act_grad(z: f32, g: f32, s: f32) -> f32 {
     g * if z > 0.0 { 1.0 } else { s }
 }
 
-/// Sums of `f(i)` over a plane with eight partial sums, added in f64.
-#[inline(always)]
-fn plane_sum(n: usize, f: impl Fn(usize) -> f32) -> f64 {
-    let mut acc = [0.0f32; 8];
-    let full = n / 8 * 8;
-    let mut i = 0;
-    while i < full {
-        for (j, a) in acc.iter_mut().enumerate() {
-            *a += f(i + j);
-        }
-        i += 8;
-    }
-    let tail: f32 = (full..n).map(&f).sum();
-    acc.iter().map(|&a| f64::from(a)).sum::<f64>() + f64::from(tail)
-}
-
-/// As [`plane_sum`], for two sums over one pass.
+/// Two sums of `f(i)` over a plane in one pass, each with eight partial sums, added in f64.
 #[inline(always)]
 fn plane_sums2(n: usize, f: impl Fn(usize) -> (f32, f32)) -> (f64, f64) {
     let (mut a, mut b) = ([0.0f32; 8], [0.0f32; 8]);
@@ -102,20 +86,34 @@ pub fn channel_stats(p: &Planes, x: &[f32], isa: Isa) -> (Vec<f32>, Vec<f32>) {
 isa_fn! {
     /// Channel `c`'s mean and biased variance.
     fn channel_moments(p: &Planes, x: &[f32], c: usize) -> (f32, f32) {
-        let plane = |n: usize| &x[(n * p.channels + c) * p.pixels..][..p.pixels];
-        let sum: f64 = (0..p.batch)
-            .map(|n| {
-                let v = plane(n);
-                plane_sum(v.len(), |i| v[i])
-            })
-            .sum();
+        // Plain loops over each plane: the closures this was written with were not inlined
+        // (4 % of a training step in calls per value).
+        let (mut sum, mut sq) = (0.0f64, 0.0f64);
+        for n in 0..p.batch {
+            let v = &x[(n * p.channels + c) * p.pixels..][..p.pixels];
+            let mut acc = [0.0f32; 16];
+            let chunks = v.chunks_exact(16);
+            let tail: f32 = chunks.remainder().iter().sum();
+            for chunk in chunks {
+                for (a, &u) in acc.iter_mut().zip(chunk) {
+                    *a += u;
+                }
+            }
+            sum += acc.iter().map(|&a| f64::from(a)).sum::<f64>() + f64::from(tail);
+        }
         let mean = (sum / p.count()) as f32;
-        let sq: f64 = (0..p.batch)
-            .map(|n| {
-                let v = plane(n);
-                plane_sum(v.len(), |i| (v[i] - mean) * (v[i] - mean))
-            })
-            .sum();
+        for n in 0..p.batch {
+            let v = &x[(n * p.channels + c) * p.pixels..][..p.pixels];
+            let mut acc = [0.0f32; 16];
+            let chunks = v.chunks_exact(16);
+            let tail: f32 = chunks.remainder().iter().map(|&u| (u - mean) * (u - mean)).sum();
+            for chunk in chunks {
+                for (a, &u) in acc.iter_mut().zip(chunk) {
+                    *a += (u - mean) * (u - mean);
+                }
+            }
+            sq += acc.iter().map(|&a| f64::from(a)).sum::<f64>() + f64::from(tail);
+        }
         (mean, (sq / p.count()) as f32)
     }
 }
