@@ -17,19 +17,20 @@
 //! `q + ky·vw + kx`: every tap is a constant offset, and a filter row's three taps are
 //! adjacent columns of one matrix.
 
-use super::{isa_fn, Geometry, Isa};
+use super::{isa_fn, pointwise, Geometry, Isa};
 use rayon::prelude::*;
 use retinaface::engine::{Activation, Conv2d, Feature};
 
 /// Pixels × channels of a tile of the layout transposes: both sides stay in L1.
 const TILE: usize = 16;
 
-/// Whether this module computes the convolution: stride 1, a filter of 2×2 to 7×7 (the
-/// engine's limit) with padding below its size, and a non-empty input and output.
+/// Whether this module computes the convolution: stride 1, a filter of 1×1 (as matrix
+/// products, [`super::pointwise`]) to 7×7 (the engine's limit) with padding below its size,
+/// and a non-empty input and output.
 pub fn applies(g: &Geometry, cout: usize) -> bool {
     let (oh, ow) = g.output();
     g.stride == 1
-        && (2..=7).contains(&g.kernel)
+        && (1..=7).contains(&g.kernel)
         && g.pad < g.kernel
         && g.batch * g.channels * cout * oh * ow > 0
 }
@@ -104,6 +105,9 @@ fn to_first(src: &[f32], (c, h, w): (usize, usize, usize), src_w: usize, dst: &m
 /// The convolution's output `[N, Cout, OH, OW]` for input `x` `[N, C, H, W]`, weights
 /// `[Cout, C, k, k]` and bias `[Cout]`. Requires [`applies`].
 pub fn forward(g: &Geometry, x: &[f32], weight: &[f32], bias: &[f32]) -> Vec<f32> {
+    if g.kernel == 1 {
+        return pointwise::forward(x, weight, bias, (g.channels, g.plane()));
+    }
     let cout = bias.len();
     let (oh, ow) = g.output();
     // Direct, not Winograd: the forward pass is what the network parity tests compare with
@@ -151,6 +155,9 @@ pub fn backward(
     input: bool,
     params: bool,
 ) -> Gradients {
+    if g.kernel == 1 {
+        return pointwise::backward(x, weight, dy, (g.channels, g.plane()), input, params);
+    }
     let (k, p, cin) = (g.kernel, g.pad, g.channels);
     let (oh, ow) = g.output();
     let cout = weight.len() / (cin * k * k);

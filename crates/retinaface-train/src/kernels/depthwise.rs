@@ -14,34 +14,32 @@
 //! enabled (see [`super::Isa`]); the weight gradient's dot products keep eight partial sums so
 //! that they vectorise too.
 
-use super::{isa_fn, Geometry, Isa};
+use super::{filled, isa_fn, written, Geometry, Isa};
 use rayon::prelude::*;
 
 /// `y = depthwise(x, w) + bias`: `x` is `[N, C, H, W]`, `w` `[C, 1, k, k]`, `bias` `[C]`.
 pub fn forward(g: &Geometry, x: &[f32], w: &[f32], bias: Option<&[f32]>, isa: Isa) -> Vec<f32> {
-    let mut y = vec![0.0f32; g.batch * g.channels * g.out_plane()];
-    if y.is_empty() {
-        return y;
-    }
     let kk = g.kernel * g.kernel;
-    y.par_chunks_mut(g.out_plane())
-        .enumerate()
-        .for_each(|(i, out)| {
+    let len = g.batch * g.channels * g.out_plane();
+    // SAFETY: each plane is filled with its bias before the kernel adds to it.
+    unsafe {
+        written(len, g.out_plane(), |i, out| {
             let c = i % g.channels;
             let xp = &x[i * g.plane()..(i + 1) * g.plane()];
             let wc = &w[c * kk..(c + 1) * kk];
-            let b = bias.map_or(0.0, |b| b[c]);
-            forward_plane(isa, g, xp, wc, b, out);
-        });
-    y
+            let out = filled(out, bias.map_or(0.0, |b| b[c]));
+            forward_plane(isa, g, xp, wc, out);
+        })
+    }
 }
 
 isa_fn! {
-    fn forward_plane(g: &Geometry, x: &[f32], w: &[f32], b: f32, out: &mut [f32]) {
+    /// Adds the plane's convolution to `out` (which holds the bias).
+    fn forward_plane(g: &Geometry, x: &[f32], w: &[f32], out: &mut [f32]) {
         let (oh, ow) = g.output();
         let k = g.kernel;
         let phases = Phases::of(g, x);
-        out.fill(b);
+
         for oy in 0..oh {
             let orow = &mut out[oy * ow..(oy + 1) * ow];
             for ky in 0..k {

@@ -11,8 +11,9 @@
 //! The variance is the biased one (divided by the number of values), the one burn's
 //! BatchNorm normalises with and keeps as its running variance.
 
-use super::{isa_fn, Isa};
+use super::{isa_fn, written, Isa};
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 /// An NCHW shape: batch, channels, and pixels per plane.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -143,25 +144,20 @@ pub fn forward(
 ) -> Vec<f32> {
     let ab = affine(gamma, beta, mean, var, eps);
     let s = negative_factor(slope);
-    let mut y = vec![0.0f32; x.len()];
-    if y.is_empty() {
-        return y;
-    }
-    y.par_chunks_mut(p.pixels)
-        .zip(x.par_chunks(p.pixels))
-        .enumerate()
-        .for_each(|(i, (yp, xp))| {
-            let (a, b) = ab[i % p.channels];
-            normalise_plane(isa, yp, xp, a, b, s);
-        });
-    y
+    let plane = |i: usize, yp: &mut [MaybeUninit<f32>]| {
+        let xp = &x[i * p.pixels..][..yp.len()];
+        let (a, b) = ab[i % p.channels];
+        normalise_plane(isa, yp, xp, a, b, s);
+    };
+    // SAFETY: each plane's kernel writes every value of it (as long as the input plane).
+    unsafe { written(x.len(), p.pixels, plane) }
 }
 
 isa_fn! {
     /// `y = act(a·x + b)` over a plane.
-    fn normalise_plane(y: &mut [f32], x: &[f32], a: f32, b: f32, s: f32) {
+    fn normalise_plane(y: &mut [MaybeUninit<f32>], x: &[f32], a: f32, b: f32, s: f32) {
         for (o, &v) in y.iter_mut().zip(x) {
-            *o = act(a * v + b, s);
+            o.write(act(a * v + b, s));
         }
     }
 }
@@ -196,23 +192,19 @@ pub fn backward(
         })
         .unzip();
     let count = p.count() as f32;
-    let mut dx = vec![0.0f32; x.len()];
-    if dx.is_empty() {
-        return (dx, dgamma, dbeta);
-    }
-    dx.par_chunks_mut(p.pixels)
-        .enumerate()
-        .for_each(|(i, dxp)| {
-            let c = i % p.channels;
-            let (a, b) = ab[c];
-            let (m, is) = (mean[c], inv_std[c]);
-            // dx = γ/σ · (g − Σg/M − x̂·Σgx̂/M)
-            let k = gamma[c] * is;
-            let (mg, mgx) = (dbeta[c] / count, dgamma[c] / count);
-            let at = i * p.pixels;
-            let (xv, gv) = (&x[at..at + p.pixels], &dy[at..at + p.pixels]);
-            grad_plane(isa, dxp, xv, gv, (a, b), (m, is), s, (k, mg, mgx));
-        });
+    let plane = |i: usize, dxp: &mut [MaybeUninit<f32>]| {
+        let c = i % p.channels;
+        let (a, b) = ab[c];
+        let (m, is) = (mean[c], inv_std[c]);
+        // dx = γ/σ · (g − Σg/M − x̂·Σgx̂/M)
+        let k = gamma[c] * is;
+        let (mg, mgx) = (dbeta[c] / count, dgamma[c] / count);
+        let at = i * p.pixels;
+        let (xv, gv) = (&x[at..][..dxp.len()], &dy[at..][..dxp.len()]);
+        grad_plane(isa, dxp, xv, gv, (a, b), (m, is), s, (k, mg, mgx));
+    };
+    // SAFETY: each plane's kernel writes every value of it (as long as its inputs).
+    let dx = unsafe { written(x.len(), p.pixels, plane) };
     (dx, dgamma, dbeta)
 }
 
@@ -248,7 +240,7 @@ isa_fn! {
 isa_fn! {
     /// A plane's input gradient: `dx = k·(g − mg − x̂·mgx)`.
     fn grad_plane(
-        dx: &mut [f32],
+        dx: &mut [MaybeUninit<f32>],
         x: &[f32],
         dy: &[f32],
         affine: (f32, f32),
@@ -259,41 +251,44 @@ isa_fn! {
         let ((a, b), (m, is), (k, mg, mgx)) = (affine, stats, terms);
         for ((d, &v), &gy) in dx.iter_mut().zip(x).zip(dy) {
             let g = act_grad(a * v + b, gy, s);
-            *d = k * (g - mg - (v - m) * is * mgx);
+            d.write(k * (g - mg - (v - m) * is * mgx));
         }
     }
 }
 
 /// LeakyReLU alone (0 is ReLU).
 pub fn activation(x: &[f32], slope: f32, isa: Isa) -> Vec<f32> {
-    let mut y = vec![0.0f32; x.len()];
-    y.par_chunks_mut(1 << 14)
-        .zip(x.par_chunks(1 << 14))
-        .for_each(|(yc, xc)| activate(isa, yc, xc, slope));
-    y
+    const CHUNK: usize = 1 << 14;
+    let chunk = |i: usize, yc: &mut [MaybeUninit<f32>]| {
+        activate(isa, yc, &x[i * CHUNK..][..yc.len()], slope)
+    };
+    // SAFETY: the kernel writes every value of each chunk (as long as its input).
+    unsafe { written(x.len(), CHUNK, chunk) }
 }
 
 /// The gradient of [`activation`] at `x`.
 pub fn activation_grad(x: &[f32], dy: &[f32], slope: f32, isa: Isa) -> Vec<f32> {
-    let mut dx = vec![0.0f32; x.len()];
-    dx.par_chunks_mut(1 << 14)
-        .zip(x.par_chunks(1 << 14).zip(dy.par_chunks(1 << 14)))
-        .for_each(|(dc, (xc, gc))| activate_grad(isa, dc, xc, gc, slope));
-    dx
+    const CHUNK: usize = 1 << 14;
+    let chunk = |i: usize, dc: &mut [MaybeUninit<f32>]| {
+        let at = i * CHUNK;
+        activate_grad(isa, dc, &x[at..][..dc.len()], &dy[at..][..dc.len()], slope)
+    };
+    // SAFETY: the kernel writes every value of each chunk (as long as its inputs).
+    unsafe { written(x.len(), CHUNK, chunk) }
 }
 
 isa_fn! {
-    fn activate(y: &mut [f32], x: &[f32], slope: f32) {
+    fn activate(y: &mut [MaybeUninit<f32>], x: &[f32], slope: f32) {
         for (o, &v) in y.iter_mut().zip(x) {
-            *o = act(v, slope);
+            o.write(act(v, slope));
         }
     }
 }
 
 isa_fn! {
-    fn activate_grad(dx: &mut [f32], x: &[f32], dy: &[f32], slope: f32) {
+    fn activate_grad(dx: &mut [MaybeUninit<f32>], x: &[f32], dy: &[f32], slope: f32) {
         for ((d, &v), &g) in dx.iter_mut().zip(x).zip(dy) {
-            *d = act_grad(v, g, slope);
+            d.write(act_grad(v, g, slope));
         }
     }
 }

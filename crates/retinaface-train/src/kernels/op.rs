@@ -96,10 +96,10 @@ pub fn batch_norm_act(
 }
 
 /// A convolution (`weight` `[Cout, Cin/groups, k, k]`) as the trainer runs it: depthwise
-/// layers by [`depthwise_conv2d`], 1×1 layers as a matrix product, other dense stride-1
-/// layers on the engine's convolution ([`super::dense`]), the rest (stride 2) as patches
-/// ([`unfold_patches`]) times the weights; burn's `conv2d` elsewhere (other devices, other
-/// group counts, the trainer's kernels switched off).
+/// layers by [`depthwise_conv2d`], dense stride-1 layers by [`super::dense`] (1×1 as matrix
+/// products, larger filters on the engine's convolution), the rest (stride 2) as patches
+/// ([`unfold_patches`]) times the weights. Where the trainer's kernels do not run (other
+/// devices, or switched off): 1×1 layers as burn matrix products, others burn's `conv2d`.
 pub fn convolution(
     x: Tensor<4>,
     weight: Tensor<4>,
@@ -112,9 +112,6 @@ pub fn convolution(
     let [n, cin, h, w] = x.dims();
     if groups > 1 && groups == cin && per_group == 1 {
         return depthwise_conv2d(x, weight, bias, stride, pad);
-    }
-    if groups == 1 && k == 1 && stride == 1 && pad == 0 {
-        return pointwise(x, weight, bias);
     }
     if groups == 1 {
         let g = geometry(&[n, cin, h, w], k, stride, pad);
@@ -131,6 +128,9 @@ pub fn convolution(
             let (oh, ow) = g.output();
             let y = weight.reshape([1, cout, cin * k * k]).matmul(cols);
             return with_bias(y, bias).reshape([n, cout, oh, ow]);
+        }
+        if k == 1 && stride == 1 && pad == 0 {
+            return pointwise(x, weight, bias);
         }
     }
     let options = ConvOptions::new([stride, stride], [pad, pad], [1, 1], groups);
