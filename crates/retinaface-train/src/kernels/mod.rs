@@ -1,12 +1,13 @@
 //! The trainer's own kernels behind burn's autodiff, where burn's CPU backend is slow for
-//! RetinaFace's layer shapes: [`depthwise`] convolution, [`dense`] stride-1 convolution on
-//! the inference engine's kernels, and BatchNorm in training mode fused
-//! with its activation ([`norm`]), forward and backward, exposed to the network as
-//! [`depthwise_conv2d`], [`batch_norm_act`] and [`leaky_relu`] (a burn backend extension with
-//! its own backward passes).
+//! RetinaFace's layer shapes: [`dense`] stride-1 convolutions (1×1 as [`pointwise`] matrix
+//! products, larger filters on the inference engine's kernels), [`depthwise`] convolution,
+//! [`patches`] for the strided ones, BatchNorm in training mode fused with its activation
+//! ([`norm`]) and nearest upsampling ([`resample`]), forward and backward, exposed to the
+//! network as [`convolution`], [`depthwise_conv2d`], [`batch_norm_act`], [`leaky_relu`] and
+//! [`upsample_nearest`] (a burn backend extension with its own backward passes).
 //!
-//! Each kernel is compiled for several instruction sets and picks the best one the machine
-//! has at run time ([`Isa`]); tests run every set the machine supports.
+//! Each kernel is compiled for several instruction sets (the `isa_fn!` macro) and picks the best one
+//! the machine has at run time ([`Isa`]); tests run every set the machine supports.
 
 pub mod dense;
 pub mod depthwise;

@@ -1,8 +1,9 @@
 //! The kernels as burn operations ([`convolution`], [`depthwise_conv2d`], [`unfold_patches`],
-//! [`batch_norm_act`], [`leaky_relu`]): a backend extension implemented for the Flex CPU
-//! backend with the kernels of [`super::depthwise`], [`super::patches`] and [`super::norm`],
-//! and for autodiff with backward passes that call the same kernels. Other devices (CUDA) run
-//! burn's own operations.
+//! [`upsample_nearest`], [`batch_norm_act`], [`leaky_relu`]): a backend extension
+//! implemented for the Flex CPU backend with the kernels of [`super::dense`],
+//! [`super::depthwise`], [`super::patches`], [`super::resample`] and [`super::norm`], and for
+//! autodiff with backward passes that call the same kernels. Other devices (CUDA) run burn's
+//! own operations.
 
 use super::dense;
 use super::depthwise;

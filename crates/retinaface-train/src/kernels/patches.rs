@@ -5,7 +5,8 @@
 //! Why: burn's CPU convolution backward (a transposed convolution for the input, a convolution
 //! with the output's gradient as filter for the weights) took 502 ms of a 1.8 s step for
 //! MobileNet-0.25's seventeen dense 3×3 layers (batch 8, 640×640, two threads; measured with
-//! `examples/profile_step.rs`); as patches times weights, 319 ms (docs/training.md).
+//! `examples/profile_step.rs`); as patches times weights, 319 ms (docs/training.md). Stride-1
+//! layers now run on [`super::dense`] instead; the patches serve the strided ones (the stem).
 
 use super::{isa_fn, Geometry, Isa};
 use rayon::prelude::*;
