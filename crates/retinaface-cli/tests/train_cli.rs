@@ -5,6 +5,7 @@
 mod common;
 
 use common::{retinaface, s, shared, succeed, temp};
+use retinaface::weights::NamedTensors;
 use std::path::{Path, PathBuf};
 
 const SIDE: u32 = 256;
@@ -524,4 +525,62 @@ fn the_port_mesh_config_trains_the_branch_alone() {
 
 fn as_strs(v: &[String]) -> Vec<&str> {
     v.iter().map(|a| a.as_str()).collect()
+}
+
+/// Fine-tuning a `.pth` (BatchNorm statistics, so BatchNorm frozen): by default the
+/// backbone keeps the file's weights bit for bit while the layers after it learn;
+/// `--backbone train` lets it learn too.
+#[test]
+fn fine_tuning_freezes_the_backbone_unless_asked() {
+    let dir = temp("backbone");
+    let (images, labels, _) = small_dataset(&dir);
+    let init = shared().join("models/retinaface/mobilenet0.25_biubug6_layout_legacy.pth");
+    let run = |tag: &str, extra: &[&str]| {
+        let out = dir.join(tag);
+        let mut args = vec![
+            "train",
+            "--data",
+            s(&images),
+            "--labels",
+            s(&labels),
+            "--init",
+            s(&init),
+            "--max-steps",
+            "2",
+            "--image-size",
+            "256",
+            "--batch",
+            "2",
+            "--lr",
+            "0.01",
+            "--no-augment",
+            "--checkpoint-every",
+            "1",
+            "--out",
+            s(&out),
+        ];
+        args.extend_from_slice(extra);
+        succeed(&args);
+        let read = |k: usize| {
+            let p = out.join(format!("checkpoints/step-{k:08}/model.safetensors"));
+            retinaface::weights::read_file(&p).unwrap()
+        };
+        (read(1), read(2))
+    };
+    // Tensors of the backbone (or of the rest) that differ between the two steps.
+    let changed = |(a, b): &(NamedTensors, NamedTensors), backbone: bool| -> usize {
+        a.iter()
+            .filter(|(name, _)| name.starts_with("body.") == backbone)
+            .filter(|(name, t)| b.get(*name).map(|u| &u.data) != Some(&t.data))
+            .count()
+    };
+    let frozen = run("auto", &[]);
+    assert_eq!(changed(&frozen, true), 0, "a backbone tensor moved");
+    assert!(
+        changed(&frozen, false) > 10,
+        "the layers after the backbone did not learn"
+    );
+    let trained = run("train", &["--backbone", "train"]);
+    assert!(changed(&trained, true) > 10, "the backbone did not learn");
+    let _ = std::fs::remove_dir_all(&dir);
 }

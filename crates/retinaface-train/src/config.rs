@@ -152,6 +152,21 @@ pub enum BatchNormSetting {
     Frozen,
 }
 
+/// Whether the backbone's layers (`body.*`) learn.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackboneSetting {
+    /// `frozen` when fine-tuning a weights file whose BatchNorm is frozen (`init` a file with
+    /// BatchNorm statistics: the `.pth` files, checkpoints), `train` otherwise (from scratch,
+    /// from a backbone file given as `init_backbone`, from folded weights).
+    #[default]
+    Auto,
+    /// Every layer learns.
+    Train,
+    /// The backbone's weights stay as the file has them; the layers after it learn.
+    Frozen,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RunSection {
@@ -167,6 +182,9 @@ pub struct RunSection {
     pub checkpoint_every: usize,
     pub device: DeviceKind,
     pub batch_norm: BatchNormSetting,
+    /// Whether the backbone learns (files written before this setting: `auto`).
+    #[serde(default)]
+    pub backbone: BackboneSetting,
     /// Train the mesh branch only: every detection weight (and BatchNorm statistic) stays as
     /// `init` has it, and the loss is the branch's term alone.
     #[serde(default)]
@@ -264,6 +282,14 @@ impl TrainConfig {
         }
         if !(o.mesh_lr > 0.0 && o.mesh_lr.is_finite()) {
             return bad("mesh_lr must be positive");
+        }
+        if self.run.backbone == BackboneSetting::Frozen {
+            if self.run.init == "scratch" && self.run.init_backbone.is_none() {
+                return bad("backbone = frozen keeps pretrained weights: init or init_backbone must name a weights file");
+            }
+            if self.run.batch_norm == BatchNormSetting::Train {
+                return bad("backbone = frozen keeps its BatchNorm frozen too: batch_norm must be auto or frozen");
+            }
         }
         if self.run.freeze_detection {
             if !self.model.mesh || l.mesh_weight <= 0.0 {

@@ -3,11 +3,12 @@
 //! `retinaface detect` loads.
 
 use crate::checkpoint;
-use crate::config::{BatchNormSetting, DeviceKind, TrainConfig};
+use crate::config::{BackboneSetting, BatchNormSetting, DeviceKind, TrainConfig};
 use crate::data::{Batch, Dataset, Loader};
 use crate::loss::multibox_loss;
 use crate::network::{
     calibrate_batch_norm, export_folded, export_unfolded, tensor, BnMode, LayerBuilder, Model,
+    BACKBONE,
 };
 use crate::render::loss::{chosen_anchors, BatchInputs, BranchTerm};
 use crate::TrainError;
@@ -119,12 +120,35 @@ fn optimizer(config: &TrainConfig) -> ModuleOptimizer {
 }
 
 /// With `freeze_detection`, the detection layers take no gradient: the optimiser never
-/// touches them and the backward pass stops at the mesh heads.
-fn freeze(config: &TrainConfig, mut model: Model) -> Model {
+/// touches them and the backward pass stops at the mesh heads. With a frozen backbone
+/// ([`backbone_frozen`]), its layers take none: the backward pass stops after it.
+fn freeze(config: &TrainConfig, mut model: Model) -> Result<Model, TrainError> {
     if config.run.freeze_detection {
         model.net.layers = model.net.layers.no_grad();
     }
-    model
+    if backbone_frozen(config, model.bn_mode)? {
+        let graph = model.net.graph.clone();
+        for (spec, layer) in graph.layers.iter().zip(model.net.layers.iter_mut()) {
+            if spec.name.starts_with(BACKBONE) {
+                *layer = layer.clone().no_grad();
+            }
+        }
+    }
+    Ok(model)
+}
+
+/// Whether the run's backbone is frozen, given the BatchNorm mode its model was built with.
+fn backbone_frozen(config: &TrainConfig, bn: BnMode) -> Result<bool, TrainError> {
+    match config.run.backbone {
+        BackboneSetting::Train => Ok(false),
+        BackboneSetting::Auto => Ok(config.run.init != "scratch" && bn == BnMode::Frozen),
+        BackboneSetting::Frozen if bn == BnMode::Train => Err(TrainError::Invalid(
+            "backbone = frozen keeps its BatchNorm frozen too, but this run's BatchNorm trains \
+             (weights without statistics train it: set batch_norm = \"frozen\")"
+                .into(),
+        )),
+        BackboneSetting::Frozen => Ok(true),
+    }
 }
 
 const CHECKPOINTS: &str = "checkpoints";
@@ -161,7 +185,7 @@ impl Trainer {
                 from_file(&config, &loader, path, b, false)?
             }
         };
-        let model = freeze(&config, model);
+        let model = freeze(&config, model)?;
         let progress = Progress {
             step: 0,
             epoch: 0,
@@ -222,7 +246,7 @@ impl Trainer {
         let net = model.net;
         model.net = checkpoint::guarded(|| net.try_load_record(record).map_err(|e| e.to_string()))
             .map_err(|e| bad(format!("model.bpk: {e}")))?;
-        let model = freeze(&config, model);
+        let model = freeze(&config, model)?;
         let optim = checkpoint::load_optimizer(file("optim.bpk")?, optimizer(&config))
             .map_err(|e| bad(format!("optim.bpk: {e}")))?;
         let loader = Arc::new(make_loader(&config)?);

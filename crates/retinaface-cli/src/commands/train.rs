@@ -3,7 +3,7 @@
 
 use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
-use retinaface_train::config::{BatchNormSetting, DeviceKind, TrainConfig};
+use retinaface_train::config::{BackboneSetting, BatchNormSetting, DeviceKind, TrainConfig};
 use retinaface_train::data::AugmentConfig;
 use retinaface_train::trainer::{StepReport, Trainer};
 use std::io::IsTerminal;
@@ -64,6 +64,11 @@ pub struct Args {
     /// `frozen` from an `--init` file with BatchNorm statistics, `train` otherwise).
     #[arg(long, value_parser = ["auto", "train", "frozen"])]
     batch_norm: Option<String>,
+    /// The backbone: `train` (every layer learns), `frozen` (the backbone keeps the
+    /// `--init` file's weights, the layers after it learn), or `auto` (the config's default:
+    /// `frozen` from an `--init` file with BatchNorm statistics, `train` otherwise).
+    #[arg(long, value_parser = ["auto", "train", "frozen"])]
+    backbone: Option<String>,
     /// Threads for the training step and the data loader (default: one per core).
     #[arg(long)]
     threads: Option<usize>,
@@ -119,6 +124,12 @@ impl Args {
             Some("train") => c.run.batch_norm = BatchNormSetting::Train,
             Some("frozen") => c.run.batch_norm = BatchNormSetting::Frozen,
             Some(_) => c.run.batch_norm = BatchNormSetting::Auto,
+            None => {}
+        }
+        match self.backbone.as_deref() {
+            Some("train") => c.run.backbone = BackboneSetting::Train,
+            Some("frozen") => c.run.backbone = BackboneSetting::Frozen,
+            Some(_) => c.run.backbone = BackboneSetting::Auto,
             None => {}
         }
         if self.no_augment {

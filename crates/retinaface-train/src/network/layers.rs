@@ -263,7 +263,7 @@ pub struct LayerBuilder<'a> {
 }
 
 /// The prefix of every backbone layer's name.
-const BACKBONE: &str = "body.";
+pub(crate) const BACKBONE: &str = "body.";
 
 impl<'a> LayerBuilder<'a> {
     /// From scratch: weights drawn from `seed`.

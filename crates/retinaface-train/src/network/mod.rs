@@ -13,11 +13,11 @@ pub use calibrate::{calibrate_batch_norm, calibrated_tensors};
 pub use deform::deform_conv2d;
 pub use export::{export_folded, export_unfolded};
 pub use interpreter::upsample_nearest;
-pub(crate) use layers::values;
 pub use layers::{
     record_batch_norm_inputs, record_layer_inputs, tensor, BnMode, ChannelStats, ConvBn,
     LayerBuilder, BN_EPS,
 };
+pub(crate) use layers::{values, BACKBONE};
 pub use mesh::MeshDecoder;
 
 use burn::module::Module;
