@@ -1,9 +1,9 @@
-//! Dense stride-1 convolutions (2×2 to 7×7) for training, on NCHW `f32` data: the forward
-//! pass and the input's gradient run the inference engine's convolution on channels-last
-//! copies of each image (the forward pass its direct kernel, the input's gradient Winograd
-//! where it applies: 3×3 over 8 channels or more), and the weights' gradient is one matrix
-//! product per filter row over a padded channels-last copy of the input, so no patches
-//! (im2col, 9× the input) are written.
+//! Dense stride-1 convolutions for training, on NCHW `f32` data (1×1 ones go to
+//! [`super::pointwise`]). For 2×2 to 7×7 filters the forward pass and the input's gradient
+//! run the inference engine's convolution on channels-last copies of each image (the forward
+//! pass its direct kernel, the input's gradient Winograd where it applies: 3×3 over 8
+//! channels or more), and the weights' gradient is one matrix product per filter row over a
+//! padded channels-last copy of the input, so no patches (im2col, 9× the input) are written.
 //!
 //! Why: as patches times weights, MobileNet-0.25's seventeen dense 3×3 layers took 168 ms
 //! forward and 254 ms backward of a 1.15 s step (batch 8, 640×640, 2 threads, AVX-512;
@@ -21,7 +21,7 @@ use super::{isa_fn, pointwise, Geometry, Isa};
 use rayon::prelude::*;
 use retinaface::engine::{Activation, Conv2d, Feature};
 
-/// Pixels × channels of a tile of the layout transposes: both sides stay in L1.
+/// Pixels × channels of a tile of the transpose back to channel planes: both sides stay in L1.
 const TILE: usize = 16;
 
 /// Whether this module computes the convolution: stride 1, a filter of 1×1 (as matrix
@@ -112,8 +112,8 @@ pub fn forward(g: &Geometry, x: &[f32], weight: &[f32], bias: &[f32]) -> Vec<f32
     let (oh, ow) = g.output();
     // Direct, not Winograd: the forward pass is what the network parity tests compare with
     // the engine to 1e-4, and the Winograd transforms' rounding took the 50-layer ResNet
-    // past it (1.1e-4 against 9.7e-5; the direct kernel is 57 ms against 35 ms over seven of
-    // MobileNet-0.25's layer shapes at batch 8).
+    // past it (1.1e-4 against 9.7e-5). The cost: MobileNet-0.25's dense 3×3 forward passes
+    // take 72 ms a step instead of 48 (batch 8, 640×640, 2 threads; `profile_step`).
     let conv = Conv2d::direct_from_oihw(
         weight,
         bias,
