@@ -256,26 +256,13 @@ fn weight_grad(g: &Geometry, x: &[f32], grid: &[f32], cout: usize, dw: &mut [f32
         // with row stride cin, its last element at (q − 1 + k)·cin − 1, inside `rhs`
         // (asserted above); dst does not alias either input.
         unsafe {
-            gemm::gemm(
-                cout,
-                k * cin,
-                q,
+            pointwise::product(
+                (cout, k * cin, q),
                 dst.as_mut_ptr(),
-                1,
-                (k * cin) as isize,
+                k * cin,
                 true,
-                grid.as_ptr(),
-                cout as isize,
-                1,
-                rhs.as_ptr(),
-                1,
-                cin as isize,
-                1.0,
-                1.0,
-                false,
-                false,
-                false,
-                gemm::Parallelism::None,
+                (grid.as_ptr(), 1, cout),
+                (rhs.as_ptr(), cin, 1),
             );
         }
     }

@@ -12,14 +12,14 @@ use super::{filled, written};
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
 
-/// `dst (m × n) = lhs (m × k) · rhs (k × n)`, each given by its row and column strides;
-/// with `accumulate`, added to what `dst` holds.
+/// `dst (m × n) = lhs (m × k) · rhs (k × n)` on one thread, each given by its row and
+/// column strides (`dst`'s columns adjacent); with `accumulate`, added to what `dst` holds.
 ///
 /// # Safety
 /// Every element the strides address must lie inside its buffer, and `dst` must not alias
 /// `lhs` or `rhs`; `dst` must hold initialised values when `accumulate` is set.
 #[allow(clippy::too_many_arguments)]
-unsafe fn product(
+pub(super) unsafe fn product(
     (m, n, k): (usize, usize, usize),
     dst: *mut f32,
     dst_rs: usize,
