@@ -11,7 +11,13 @@
 #      scripts/torch_resnet50_step.py), PYTHON (with torch; default python3), BATCH (8),
 #      SIZE (640), THREADS ("2 1"),
 #      STEPS (steps per run, 6), BN (train|frozen, our BatchNorm; default train, as PyTorch
-#      trains it), RETINAFACE (default target/release/retinaface), SHARED (../shared).
+#      trains it), RETINAFACE (default target/release/retinaface), SHARED (../shared),
+#      ISA (avx2: both sides held to AVX2 on an AVX-512 machine, to measure what an AVX2-only
+#      machine gets with the same cores and caches — ours by RETINAFACE_SIMD=avx2 and a binary
+#      built without gemm's AVX-512 kernels, given as RETINAFACE:
+#        cargo build --release -p retinaface-cli --no-default-features --features train,serve \
+#            --target-dir target/avx2
+#      PyTorch by ATEN_CPU_CAPABILITY=avx2, ONEDNN_MAX_CPU_ISA=AVX2, MKL_ENABLE_INSTRUCTIONS=AVX2).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${1:-3}
@@ -25,6 +31,17 @@ BIN=${RETINAFACE:-target/release/retinaface}
 SHARED=${SHARED:-../shared}
 DATA=$SHARED/data/widerface/train/images
 NETWORK=${NETWORK:-mobilenet}
+ISA=${ISA:-native}
+case $ISA in
+  native) ;;
+  avx2)
+    if [ "$BIN" = target/release/retinaface ]; then
+      echo "error: ISA=avx2 needs RETINAFACE set to a binary built without gemm-avx512 (see the header)" >&2
+      exit 1
+    fi
+    export RETINAFACE_SIMD=avx2 ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2 ;;
+  *) echo "error: ISA is native or avx2" >&2; exit 1 ;;
+esac
 case $NETWORK in
   mobilenet) CONFIG=(); TORCH_BENCH=$SHARED/tools/ref/torch_train_bench.py ;;
   resnet50) CONFIG=(--config configs/resnet50-port.toml); TORCH_BENCH=scripts/torch_resnet50_step.py ;;
@@ -53,10 +70,10 @@ for i, l in enumerate(open(sys.argv[1])):
   done
 done
 
-python3 - "$tmp" "$BATCH" "$SIZE" "$BN" "$NETWORK" $THREADS <<'PY'
+python3 - "$tmp" "$BATCH" "$SIZE" "$BN" "$NETWORK" "$ISA" $THREADS <<'PY'
 import os, statistics, sys
-d, batch, size, bn, net, threads = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5], sys.argv[6:]
-print(f"{net}, batch {batch} at {size}x{size}, our BatchNorm {bn}; images/s, medians")
+d, batch, size, bn, net, isa, threads = *sys.argv[1:7], sys.argv[7:]
+print(f"{net}, batch {batch} at {size}x{size}, our BatchNorm {bn}, instruction set {isa}; images/s, medians")
 print(f"{'threads':>7} {'ours':>8} {'PyTorch':>8} {'ours/PyTorch':>13} {'our steps':>10} {'torch runs':>11}")
 for t in threads:
     read = lambda n: [float(x) for x in open(os.path.join(d, f"{n}_{t}")).read().split()]

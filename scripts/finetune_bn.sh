@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Fine-tuning from the port's pretrained MobileNet-0.25 checkpoints: validation AP (the 145
 # WIDER FACE images of ../shared) before, and after one epoch on the 581 training images at
-# batch 8, 640 px, for each BatchNorm setting and learning rate. Prints one table.
+# batch 8, 640 px, for each BatchNorm setting and learning rate, with the fine-tuning recipe
+# (configs/mobilenet0.25-finetune.toml; CONFIG= for the port's). Prints one table.
 #
 # Usage: scripts/finetune_bn.sh
 # Env: BNS ("frozen train"), LRS ("1e-9 1e-4"), MODELS (the two .pth files), EPOCHS (1),
-#      SEED (0), CONFIG (a run configuration the flags apply over), THREADS (default: every
+#      SEED (0), CONFIG (the run configuration the flags apply over; default
+#      configs/mobilenet0.25-finetune.toml, empty for the port's recipe), THREADS (default: every
 #      core), OUT (default runs/finetune-bn), RETINAFACE, SHARED; TRAINER=torch fine-tunes with the port's recipe in PyTorch instead
 #      (scripts/torch_finetune_ref.py, run by PYTHON, which needs torch, numpy, pillow and
 #      onnxruntime), scored by the same evaluation.
@@ -20,8 +22,9 @@ SEED=${SEED:-0}
 OUT=${OUT:-runs/finetune-bn}
 M=$SHARED/models/retinaface
 MODELS=${MODELS:-"$M/mobilenet0.25_biubug6_layout_legacy.pth $M/mobilenet0.25_biubug6_layout_zip.pth"}
+CONFIG=${CONFIG-configs/mobilenet0.25-finetune.toml}
 CONFIG_FLAG=()
-[ -n "${CONFIG:-}" ] && CONFIG_FLAG=(--config "$CONFIG")
+[ -n "$CONFIG" ] && CONFIG_FLAG=(--config "$CONFIG")
 THREADS_FLAG=()
 [ -n "${THREADS:-}" ] && THREADS_FLAG=(--threads "$THREADS")
 [ -x "$BIN" ] || cargo build --release -p retinaface-cli >&2

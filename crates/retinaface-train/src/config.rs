@@ -110,7 +110,10 @@ pub struct OptimSection {
     /// Epochs of linear warm-up from `warmup_start_lr` to `lr` (0 = none).
     pub warmup_epochs: f64,
     pub warmup_start_lr: f64,
-    /// Epochs at which the rate is multiplied by `gamma`.
+    /// How the rate falls after the warm-up.
+    #[serde(default)]
+    pub schedule: Schedule,
+    /// Epochs at which the rate is multiplied by `gamma` (`schedule = "step"`).
     pub decay_epochs: Vec<usize>,
     pub gamma: f64,
     pub epochs: usize,
@@ -128,6 +131,19 @@ pub struct OptimSection {
 
 fn default_mesh_lr() -> f64 {
     1e-3
+}
+
+/// The learning rate's course after the warm-up.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Schedule {
+    /// `lr`, multiplied by `gamma` at each of `decay_epochs` (the port's and the paper's).
+    #[default]
+    Step,
+    /// Half a cosine from `lr` at the end of the warm-up to 0 at the end of the last epoch;
+    /// `decay_epochs` and `gamma` are not used. A run that ends at a small rate ends near the
+    /// average of where its last steps went, not at one noisy step of a large rate.
+    Cosine,
 }
 
 /// The device a run trains on.
@@ -327,11 +343,19 @@ impl TrainConfig {
         self.learning_rate(epoch) / self.optim.lr * self.optim.mesh_lr
     }
 
-    /// The learning rate at fractional epoch `epoch`: linear warm-up, then step decay.
+    /// The learning rate at fractional epoch `epoch`: linear warm-up, then the schedule.
     pub fn learning_rate(&self, epoch: f64) -> f64 {
         let o = &self.optim;
         if epoch < o.warmup_epochs {
             return o.warmup_start_lr + (o.lr - o.warmup_start_lr) * epoch / o.warmup_epochs;
+        }
+        if o.schedule == Schedule::Cosine {
+            let span = o.epochs as f64 - o.warmup_epochs;
+            if span <= 0.0 {
+                return o.lr;
+            }
+            let t = ((epoch - o.warmup_epochs) / span).clamp(0.0, 1.0);
+            return o.lr * 0.5 * (1.0 + (std::f64::consts::PI * t).cos());
         }
         let steps = o
             .decay_epochs
@@ -370,7 +394,36 @@ mod tests {
         assert!((paper.learning_rate(55.0) - 1e-3).abs() < 1e-12);
         assert!((paper.learning_rate(70.0) - 1e-4).abs() < 1e-12);
 
+        // The fine-tuning recipe: up to 1e-4 over a fifth of an epoch, a cosine down to 0 at
+        // the end of the run, and the port's network, matching and loss.
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs");
+        let mut fine = TrainConfig::load(&dir.join("mobilenet0.25-finetune.toml"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(fine.model, port.model);
+        assert_eq!(
+            (fine.matching, fine.loss.clone()),
+            (port.matching, port.loss.clone())
+        );
+        assert_eq!(fine.optim.schedule, Schedule::Cosine);
+        fine.optim.epochs = 2;
+        let w = fine.optim.warmup_epochs;
+        assert!(fine.learning_rate(0.0).abs() < 1e-12);
+        assert!((fine.learning_rate(w / 2.0) - 5e-5).abs() < 1e-12);
+        assert!((fine.learning_rate(w) - 1e-4).abs() < 1e-12);
+        assert!((fine.learning_rate(w + (2.0 - w) / 2.0) - 5e-5).abs() < 1e-12);
+        assert!(fine.learning_rate(2.0).abs() < 1e-12);
+        let rates: Vec<f64> = (0..=40)
+            .map(|i| fine.learning_rate(i as f64 / 20.0))
+            .collect();
+        let peak = rates.iter().position(|&r| (r - 1e-4).abs() < 1e-12);
+        assert!(rates.windows(2).enumerate().all(|(i, p)| {
+            if peak.is_some_and(|k| i < k) {
+                p[0] <= p[1]
+            } else {
+                p[0] >= p[1]
+            }
+        }));
+
         for (file, want) in [
             (
                 "mobilenet0.25-paper.toml",
