@@ -400,10 +400,7 @@ mod tests {
         let mut fine = TrainConfig::load(&dir.join("mobilenet0.25-finetune.toml"))
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(fine.model, port.model);
-        assert_eq!(
-            (fine.matching, fine.loss.clone()),
-            (port.matching, port.loss.clone())
-        );
+        assert_eq!((fine.matching, fine.loss), (port.matching, port.loss));
         assert_eq!(fine.optim.schedule, Schedule::Cosine);
         fine.optim.epochs = 2;
         let w = fine.optim.warmup_epochs;

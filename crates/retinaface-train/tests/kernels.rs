@@ -637,18 +637,39 @@ fn patch_kernels_match_direct_evaluation_on_every_instruction_set() {
     }
 }
 
-/// Dense convolutions as the trainer runs them (1×1 as a matrix product, stride 1 on the
-/// engine's convolution, stride 2 as patches times weights) against burn's `conv2d`, values
-/// and gradients, through autodiff; and their gradients against finite differences (linear,
-/// so a step of 0.5 is exact up to rounding). 16 output channels put the input's gradient on
-/// the engine's Winograd path too (8 channels or more).
+/// Dense convolutions as the trainer runs them (1×1 as a matrix product, larger filters on
+/// the engine's convolution at stride 1 and, where the input needs no gradient, at any
+/// stride up to their size; other strided layers as patches times weights) against burn's
+/// `conv2d`, values and gradients, through autodiff; and their
+/// gradients against finite differences (linear, so a step of 0.5 is exact up to rounding).
+/// 16 output channels put the input's gradient on the engine's Winograd path too (8
+/// channels or more). Besides the shared shapes: the stems (7×7 and 3×3 at stride 2 over 3
+/// channels), a 5×5 at stride 2 and a 3×3 at stride 3.
 #[test]
 fn dense_convolution_matches_burns_and_finite_differences() {
     let device = Device::flex().autodiff();
     let plain = Device::flex();
     let mut rng = ChaCha8Rng::seed_from_u64(19);
+    let more = [
+        (2, 3, 19, 23, 7, 2, 3),
+        (1, 3, 20, 21, 3, 2, 1),
+        (1, 5, 12, 13, 5, 2, 2),
+        (2, 4, 10, 11, 3, 3, 1),
+    ]
+    .map(
+        |(batch, channels, height, width, kernel, stride, pad)| Geometry {
+            batch,
+            channels,
+            height,
+            width,
+            kernel,
+            stride,
+            pad,
+        },
+    );
     let cases = geometries()
         .into_iter()
+        .chain(more)
         .filter(|g| g.output().0 * g.output().1 > 0)
         .flat_map(|g| [(g, 6), (g, 16)]);
     for (g, cout) in cases {
@@ -663,8 +684,9 @@ fn dense_convolution_matches_burns_and_finite_differences() {
         let bias = |v: &[f32], d: &Device| {
             Tensor::<1>::from_data(TensorData::new(v.to_vec(), vec![cout]), d)
         };
-        let run = |ours: bool| {
-            let x = t4(&xs, xshape, &device).require_grad();
+        let run = |ours: bool, track_x: bool| {
+            let x = t4(&xs, xshape, &device);
+            let x = if track_x { x.require_grad() } else { x };
             let w = t4(&ws, wshape, &device).require_grad();
             let b = bias(&bs, &device).require_grad();
             let y = if ours {
@@ -683,20 +705,29 @@ fn dense_convolution_matches_burns_and_finite_differences() {
                 b.grad(&grads).map(host).unwrap_or_default(),
             ]
         };
-        let ours = run(true);
-        let burn = run(false);
-        for (name, (o, b)) in [
-            "output",
-            "input gradient",
-            "weight gradient",
-            "bias gradient",
-        ]
-        .iter()
-        .zip(ours.iter().zip(&burn))
-        {
-            let b64: Vec<f64> = b.iter().map(|&v| f64::from(v)).collect();
-            check(&format!("convolution {name} {g:?} cout {cout}"), o, &b64);
+        // An input that needs no gradient (a stem's) takes the strided layers to the
+        // engine's convolution; one that does keeps them on patches.
+        for track_x in [true, false] {
+            let ours = run(true, track_x);
+            let burn = run(false, track_x);
+            for (name, (o, b)) in [
+                "output",
+                "input gradient",
+                "weight gradient",
+                "bias gradient",
+            ]
+            .iter()
+            .zip(ours.iter().zip(&burn))
+            {
+                let b64: Vec<f64> = b.iter().map(|&v| f64::from(v)).collect();
+                check(
+                    &format!("convolution {name} {g:?} cout {cout} input tracked {track_x}"),
+                    o,
+                    &b64,
+                );
+            }
         }
+        let ours = run(true, false);
         // Finite differences on a few weights (all would be slow in a debug build).
         let loss = |w: &[f32]| -> f64 {
             let y = convolution(

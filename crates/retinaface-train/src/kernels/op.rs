@@ -97,9 +97,10 @@ pub fn batch_norm_act(
 }
 
 /// A convolution (`weight` `[Cout, Cin/groups, k, k]`) as the trainer runs it: depthwise
-/// layers by [`depthwise_conv2d`], dense stride-1 layers by [`super::dense`] (1×1 as matrix
-/// products, larger filters on the engine's convolution), the rest (stride 2) as patches
-/// ([`unfold_patches`]) times the weights. Where the trainer's kernels do not run (other
+/// layers by [`depthwise_conv2d`], dense stride-1 layers and strided ones whose input needs
+/// no gradient (the stems) by [`super::dense`] (1×1 as matrix products, larger filters on
+/// the engine's convolution), the other strided layers as patches ([`unfold_patches`])
+/// times the weights. Where the trainer's kernels do not run (other
 /// devices, or switched off): 1×1 layers as burn matrix products, others burn's `conv2d`.
 pub fn convolution(
     x: Tensor<4>,
@@ -116,12 +117,13 @@ pub fn convolution(
     }
     if groups == 1 {
         let g = geometry(&[n, cin, h, w], k, stride, pad);
-        if custom(&x) && dense::applies(&g, cout) && weight.dims()[3] == k {
+        if custom(&x) && dense::applies(&g, cout, x.is_tracked()) && weight.dims()[3] == k {
             let bias = bias.unwrap_or_else(|| Tensor::zeros([cout], &x.device()));
             return Tensor::from_dispatch(<burn::backend::Dispatch as TrainOps>::dense_conv(
                 x.into_dispatch(),
                 weight.into_dispatch(),
                 bias.into_dispatch(),
+                stride,
                 pad,
             ));
         }
@@ -225,11 +227,12 @@ pub trait TrainOps: Backend {
 
     fn leaky_act(x: FloatTensor<Self>, slope: f32) -> FloatTensor<Self>;
 
-    /// A dense stride-1 convolution with bias ([`super::dense`]).
+    /// A dense convolution with bias ([`super::dense`]).
     fn dense_conv(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
         bias: FloatTensor<Self>,
+        stride: usize,
         pad: usize,
     ) -> FloatTensor<Self>;
 
@@ -276,8 +279,8 @@ pub trait TrainGrads: Backend {
         dy: FloatTensor<Self>,
         state: &NormState,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
-    /// A dense stride-1 convolution's input gradient (if `input`) and weight and bias
-    /// gradients (if `params`) from the output's.
+    /// A dense convolution's input gradient (if `input`) and weight and bias gradients (if
+    /// `params`) from the output's.
     #[allow(clippy::type_complexity)]
     fn dense_grad(
         x: FloatTensor<Self>,
@@ -379,9 +382,15 @@ impl TrainOps for Flex {
         flex(norm::activation(&values(&x), slope, Isa::active()), shape)
     }
 
-    fn dense_conv(x: FlexTensor, weight: FlexTensor, bias: FlexTensor, pad: usize) -> FlexTensor {
+    fn dense_conv(
+        x: FlexTensor,
+        weight: FlexTensor,
+        bias: FlexTensor,
+        stride: usize,
+        pad: usize,
+    ) -> FlexTensor {
         let w = weight.shape().dims::<4>();
-        let g = geometry(&x.shape().dims::<4>(), w[2], 1, pad);
+        let g = geometry(&x.shape().dims::<4>(), w[2], stride, pad);
         let y = dense::forward(&g, &values(&x), &values(&weight), &values(&bias));
         let (oh, ow) = g.output();
         flex(y, vec![g.batch, w[0], oh, ow])
@@ -791,10 +800,11 @@ impl<B: Backend + TrainOps + TrainGrads, C: CheckpointStrategy> TrainOps for Aut
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
         bias: FloatTensor<Self>,
+        stride: usize,
         pad: usize,
     ) -> FloatTensor<Self> {
         let k = weight.primitive().shape().dims::<4>()[2];
-        let g = geometry(&x.primitive().shape().dims::<4>(), k, 1, pad);
+        let g = geometry(&x.primitive().shape().dims::<4>(), k, stride, pad);
         match DenseBackward
             .prepare::<C>([x.node(), weight.node(), bias.node()])
             .compute_bound()
@@ -807,6 +817,7 @@ impl<B: Backend + TrainOps + TrainGrads, C: CheckpointStrategy> TrainOps for Aut
                     x.into_primitive(),
                     weight.into_primitive(),
                     bias.into_primitive(),
+                    stride,
                     pad,
                 );
                 prep.finish((x_state, w_state, g), y)
@@ -815,6 +826,7 @@ impl<B: Backend + TrainOps + TrainGrads, C: CheckpointStrategy> TrainOps for Aut
                 x.into_primitive(),
                 weight.into_primitive(),
                 bias.into_primitive(),
+                stride,
                 pad,
             )),
         }
