@@ -644,7 +644,8 @@ fn patch_kernels_match_direct_evaluation_on_every_instruction_set() {
 /// gradients against finite differences (linear, so a step of 0.5 is exact up to rounding).
 /// 16 output channels put the input's gradient on the engine's Winograd path too (8
 /// channels or more). Besides the shared shapes: the stems (7×7 and 3×3 at stride 2 over 3
-/// channels), a 5×5 at stride 2 and a 3×3 at stride 3.
+/// channels, one large enough for several chunks of patches), a 5×5 at stride 2 and a 3×3
+/// at stride 3.
 #[test]
 fn dense_convolution_matches_burns_and_finite_differences() {
     let device = Device::flex().autodiff();
@@ -655,6 +656,9 @@ fn dense_convolution_matches_burns_and_finite_differences() {
         (1, 3, 20, 21, 3, 2, 1),
         (1, 5, 12, 13, 5, 2, 2),
         (2, 4, 10, 11, 3, 3, 1),
+        // 120 output rows of 100 pixels: the weight gradient in chunks of 17 rows, the last
+        // of one row.
+        (1, 3, 240, 200, 7, 2, 3),
     ]
     .map(
         |(batch, channels, height, width, kernel, stride, pad)| Geometry {

@@ -19,9 +19,9 @@
 //!
 //! Stride `s` > 1, for a layer whose input needs no gradient (the stems: 3 channels at full
 //! resolution): the forward pass is the engine's strided direct kernel, and the weights'
-//! gradient is patches times the output's gradient, in chunks of about 8,192 output pixels
-//! whose patches (`k²·C` values each, from the padded channels-last copy, `k·C` adjacent
-//! values a filter row) stay in the L2 cache, never the whole image's. Measured as each
+//! gradient is patches times the output's gradient, in chunks of output rows whose patches
+//! (`k²·C` values a pixel, from the padded channels-last copy, `k·C` adjacent values a
+//! filter row) fill about 1 MB, the L2 cache of a core, never the whole image's. Measured as each
 //! layer alone (`profile_step`, 2 threads, 640×640), forward + backward: the 50-layer
 //! ResNet's 7×7 stem went from 50–57 + 147–149 ms to 31–34 + 46–52 ms at batch 2 (its
 //! 147-value patches were 60 MB an image), its step from 3.69–3.77 s to 3.59–3.65 s;
@@ -298,9 +298,9 @@ fn weight_grad(g: &Geometry, x: &[f32], grid: &[f32], cout: usize, dw: &mut [f32
     }
 }
 
-/// Output pixels per chunk of the strided weight gradient: a chunk's patches (`k²·C` values
-/// a pixel: 27 for a 3×3 stem, 221 kB) stay in the L2 cache.
-const CHUNK: usize = 8192;
+/// Values in a chunk of the strided weight gradient's patches (1 MB; `k²·C` values an output
+/// pixel: 27 for a 3×3 stem over RGB, 147 for a 7×7), about the L2 cache of a core.
+const CHUNK: usize = 1 << 18;
 
 /// [`weight_grad`] at stride > 1, `dw` as `[co][ky][kx][ci]` then the bias sums, from the
 /// output gradient on `[OH, OW, Cout]`: patches times the grid, a chunk of rows at a time.
@@ -312,7 +312,7 @@ fn weight_grad_strided(g: &Geometry, x: &[f32], grid: &[f32], cout: usize, dw: &
     to_last(x, (cin, g.height, g.width), &mut padded, vw, p, p);
     let row = k * cin;
     let width = k * row;
-    let rows = (CHUNK / ow).clamp(1, oh);
+    let rows = (CHUNK / (width * ow)).clamp(1, oh);
     let mut patches = vec![0.0f32; rows * ow * width];
     let (sums, bias) = dw.split_at_mut(cout * width);
     for y0 in (0..oh).step_by(rows) {
