@@ -33,18 +33,35 @@ fn geometries() -> Vec<Geometry> {
             (1, 2, 0),
             (1, 1, 0),
         ] {
-            v.push(Geometry {
-                batch,
-                channels,
-                height,
-                width,
-                kernel,
-                stride,
-                pad,
-            });
+            v.push(geometry((
+                batch, channels, height, width, kernel, stride, pad,
+            )));
         }
     }
     v
+}
+
+/// A geometry from (batch, channels, height, width, kernel, stride, pad).
+fn geometry(
+    (batch, channels, height, width, kernel, stride, pad): (
+        usize,
+        usize,
+        usize,
+        usize,
+        usize,
+        usize,
+        usize,
+    ),
+) -> Geometry {
+    Geometry {
+        batch,
+        channels,
+        height,
+        width,
+        kernel,
+        stride,
+        pad,
+    }
 }
 
 fn random(n: usize, rng: &mut ChaCha8Rng) -> Vec<f32> {
@@ -660,17 +677,7 @@ fn dense_convolution_matches_burns_and_finite_differences() {
         // of one row.
         (1, 3, 240, 200, 7, 2, 3),
     ]
-    .map(
-        |(batch, channels, height, width, kernel, stride, pad)| Geometry {
-            batch,
-            channels,
-            height,
-            width,
-            kernel,
-            stride,
-            pad,
-        },
-    );
+    .map(geometry);
     let cases = geometries()
         .into_iter()
         .chain(more)

@@ -224,10 +224,17 @@ pub fn backward(
             let mut grid = Feature::zeros(oh, gw, cout);
             to_last(dyi, (cout, oh, ow), &mut grid.data, gw, 0, 0);
             let mut dw = vec![0.0f32; if params { taps + cout } else { 0 }];
-            if params && s == 1 {
-                weight_grad(g, xi, &grid.data, cout, &mut dw);
-            } else if params {
-                weight_grad_strided(g, xi, &grid.data, cout, &mut dw);
+            if params {
+                let (sums, bias) = dw.split_at_mut(taps);
+                if s == 1 {
+                    weight_grad(g, xi, &grid.data, cout, sums);
+                } else {
+                    weight_grad_strided(g, xi, &grid.data, cout, sums);
+                }
+                // Columns past OW of the stride-1 grid are zeros.
+                for px in grid.data.chunks_exact(cout) {
+                    bias.iter_mut().zip(px).for_each(|(s, v)| *s += v);
+                }
             }
             if let Some(conv) = &transposed {
                 let mut out = Feature::default();
@@ -261,10 +268,9 @@ pub fn backward(
     (input.then_some(dx), params)
 }
 
-/// One image's weight and bias gradients added to `dw` (`[ky][co][kx][ci]`, then the
-/// `cout` bias sums), from its input `[C, H, W]` and its output gradient on the grid
-/// (`[OH, vw, Cout]`). Stride 1.
-fn weight_grad(g: &Geometry, x: &[f32], grid: &[f32], cout: usize, dw: &mut [f32]) {
+/// One image's weight gradient added to `sums` (`[ky][co][kx][ci]`), from its input
+/// `[C, H, W]` and its output gradient on the grid (`[OH, vw, Cout]`). Stride 1.
+fn weight_grad(g: &Geometry, x: &[f32], grid: &[f32], cout: usize, sums: &mut [f32]) {
     let (k, p, cin) = (g.kernel, g.pad, g.channels);
     let (oh, _) = g.output();
     let vw = g.width + 2 * p;
@@ -273,7 +279,6 @@ fn weight_grad(g: &Geometry, x: &[f32], grid: &[f32], cout: usize, dw: &mut [f32
     let mut padded = vec![0.0f32; (rows * vw + k) * cin];
     to_last(x, (cin, g.height, g.width), &mut padded, vw, p, p);
     let q = oh * vw;
-    let (sums, bias) = dw.split_at_mut(k * cout * k * cin);
     for ky in 0..k {
         let dst = &mut sums[ky * cout * k * cin..][..cout * k * cin];
         let rhs = &padded[ky * vw * cin..];
@@ -293,18 +298,15 @@ fn weight_grad(g: &Geometry, x: &[f32], grid: &[f32], cout: usize, dw: &mut [f32
             );
         }
     }
-    for px in grid.chunks_exact(cout) {
-        bias.iter_mut().zip(px).for_each(|(s, v)| *s += v);
-    }
 }
 
 /// Values in a chunk of the strided weight gradient's patches (1 MB; `k²·C` values an output
 /// pixel: 27 for a 3×3 stem over RGB, 147 for a 7×7), about the L2 cache of a core.
 const CHUNK: usize = 1 << 18;
 
-/// [`weight_grad`] at stride > 1, `dw` as `[co][ky][kx][ci]` then the bias sums, from the
-/// output gradient on `[OH, OW, Cout]`: patches times the grid, a chunk of rows at a time.
-fn weight_grad_strided(g: &Geometry, x: &[f32], grid: &[f32], cout: usize, dw: &mut [f32]) {
+/// [`weight_grad`] at stride > 1, `sums` as `[co][ky][kx][ci]`, from the output gradient on
+/// `[OH, OW, Cout]`: patches times the grid, a chunk of rows at a time.
+fn weight_grad_strided(g: &Geometry, x: &[f32], grid: &[f32], cout: usize, sums: &mut [f32]) {
     let (k, p, cin, s) = (g.kernel, g.pad, g.channels, g.stride);
     let (oh, ow) = g.output();
     let vw = g.width + 2 * p;
@@ -314,7 +316,6 @@ fn weight_grad_strided(g: &Geometry, x: &[f32], grid: &[f32], cout: usize, dw: &
     let width = k * row;
     let rows = (CHUNK / (width * ow)).clamp(1, oh);
     let mut patches = vec![0.0f32; rows * ow * width];
-    let (sums, bias) = dw.split_at_mut(cout * width);
     for y0 in (0..oh).step_by(rows) {
         let n = (rows.min(oh - y0)) * ow;
         for (i, patch) in patches[..n * width].chunks_exact_mut(width).enumerate() {
@@ -339,8 +340,5 @@ fn weight_grad_strided(g: &Geometry, x: &[f32], grid: &[f32], cout: usize, dw: &
                 (patches.as_ptr(), width, 1),
             );
         }
-    }
-    for px in grid.chunks_exact(cout) {
-        bias.iter_mut().zip(px).for_each(|(s, v)| *s += v);
     }
 }
